@@ -1,0 +1,80 @@
+//! The HTTP endpoint: `/healthz`, `/readyz` and `/metrics`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::registry::watcher::RegistrySnapshot;
+
+/// What the handlers read.
+pub struct HttpState {
+    /// The metrics registry.
+    pub metrics: Registry,
+    /// The registry state published by the watcher (`None` until the first
+    /// successful read of etcd).
+    pub registry: watch::Receiver<Option<RegistrySnapshot>>,
+}
+
+/// The router, separate from serving so that it can be tested.
+pub fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Serves until `cancel` fires.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<HttpState>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
+}
+
+async fn readyz(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
+    match state.registry.borrow().as_ref() {
+        Some(snapshot) => (
+            StatusCode::OK,
+            format!(
+                "ready: registry revision {}, {} topics\n",
+                snapshot.revision,
+                snapshot.topics.len()
+            ),
+        ),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the registry has not been read from etcd yet\n".to_string(),
+        ),
+    }
+}
+
+async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &state.metrics) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("cannot encode metrics: {e}\n"),
+        ),
+    }
+}

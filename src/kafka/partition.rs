@@ -1,0 +1,364 @@
+//! One partition task: reads its partition's queue, batches documents, sends
+//! them through the sink and stores the offset of the contiguous
+//! acknowledged prefix.
+//!
+//! Batches complete in the order they were sent (`FuturesOrdered`), so the
+//! stored offset only ever moves past documents Elasticsearch acknowledged.
+//! On cancellation the task stops reading, flushes what it has read, waits
+//! for its requests up to the drain deadline and commits synchronously.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::stream::{FuturesOrdered, StreamExt};
+use prometheus_client::metrics::gauge::Gauge;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::consumer::{LogConsumer, PartitionQueue, TopicPartition};
+use crate::config::BatchConfig;
+use crate::document::Record;
+use crate::metrics::Metrics;
+use crate::registry::TopicSettings;
+use crate::sink::{Batch, BatchOutcome, Sink};
+
+/// How long a seek may take before it is tried again.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a finished task leaves behind for the next one on the same queue.
+#[derive(Debug)]
+pub struct TaskExit {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// The task's id, to tell it from a newer task of the same partition.
+    pub task_id: u64,
+    /// Set when the task read messages it could not get acknowledged: the
+    /// next reader of the same queue must seek back here first.
+    pub resume_from: Option<i64>,
+}
+
+/// Everything a partition task needs.
+pub struct PartitionTask {
+    /// The partition it consumes.
+    pub partition: TopicPartition,
+    /// Its id (unique in this process).
+    pub task_id: u64,
+    /// The topic's settings at start.
+    pub settings: Arc<TopicSettings>,
+    /// The partition's queue.
+    pub queue: Arc<PartitionQueue>,
+    /// For storing and committing offsets.
+    pub consumer: Arc<LogConsumer>,
+    /// Where batches go.
+    pub sink: Arc<Sink>,
+    /// Batching limits.
+    pub batch: BatchConfig,
+    /// How long draining may take once cancelled.
+    pub drain_timeout: Duration,
+    /// Seek here before reading (a previous task left unacknowledged reads).
+    pub resume_from: Option<i64>,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+type InFlight = Pin<Box<dyn Future<Output = (i64, BatchOutcome)> + Send>>;
+
+/// Decrements a gauge by an amount when dropped (request done or abandoned).
+struct GaugeGuard(Gauge, i64);
+
+impl GaugeGuard {
+    fn new(gauge: &Gauge, amount: i64) -> Self {
+        gauge.inc_by(amount);
+        Self(gauge.clone(), amount)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec_by(self.1);
+    }
+}
+
+/// Offsets of the messages this task read and had acknowledged.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Offset of the first message read.
+    first_read: Option<i64>,
+    /// Offset after the last message read.
+    read_next: Option<i64>,
+    /// Offset after the last acknowledged message.
+    acked_next: Option<i64>,
+}
+
+impl Progress {
+    /// Where the next reader must start when it is not where the queue is.
+    fn resume_from(&self) -> Option<i64> {
+        match (self.read_next, self.acked_next) {
+            (Some(read), Some(acked)) if read > acked => Some(acked),
+            (Some(_), None) => self.first_read,
+            _ => None,
+        }
+    }
+}
+
+impl PartitionTask {
+    /// Runs until `cancel` fires, then drains and commits.
+    pub async fn run(self, cancel: CancellationToken) -> TaskExit {
+        let _running = GaugeGuard::new(&self.metrics.partition_tasks, 1);
+        let tp = self.partition.clone();
+        let mut progress = Progress::default();
+        if let Some(offset) = self.resume_from {
+            if !self.seek(offset, &cancel).await {
+                return self.exit(Progress {
+                    first_read: Some(offset),
+                    read_next: Some(offset + 1),
+                    acked_next: None,
+                });
+            }
+        }
+        info!(partition = %tp, index = %self.settings.index, "partition task started");
+        let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
+        let mut batch = Batch::new(tp.topic.clone(), tp.partition);
+        let mut linger_deadline = Instant::now();
+        let mut consecutive_errors = 0u32;
+        loop {
+            let full =
+                batch.len() >= self.batch.max_documents || batch.bytes() >= self.batch.max_bytes;
+            let can_send = in_flight.len() < self.batch.max_in_flight_per_partition;
+            if full && can_send {
+                self.send(&mut batch, &mut in_flight);
+                continue;
+            }
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                Some((last, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.acknowledge(last, outcome, &mut progress);
+                }
+                _ = tokio::time::sleep_until(linger_deadline), if !batch.is_empty() && can_send => {
+                    self.send(&mut batch, &mut in_flight);
+                }
+                message = self.queue.recv(), if !full => match message {
+                    Ok(message) => {
+                        consecutive_errors = 0;
+                        if batch.is_empty() {
+                            linger_deadline = Instant::now() + self.batch.linger;
+                        }
+                        let record = Record {
+                            topic: &tp.topic,
+                            partition: tp.partition,
+                            offset: message.offset(),
+                            key: message.key(),
+                            value: message.payload(),
+                            timestamp_ms: message.timestamp().to_millis(),
+                        };
+                        if let Err(e) = batch.push(&self.settings.index, &record, Utc::now()) {
+                            // Serialising owned text cannot fail; if it ever
+                            // does, stop rather than skip the record.
+                            error!(partition = %tp, offset = record.offset, error = %e, "cannot encode record; stopping the partition task");
+                            break;
+                        }
+                        progress.first_read.get_or_insert(record.offset);
+                        progress.read_next = Some(record.offset + 1);
+                    }
+                    Err(e) => {
+                        consecutive_errors += 1;
+                        self.metrics.kafka_errors.inc();
+                        warn!(partition = %tp, error = %e, "error reading partition");
+                        let pause = Duration::from_millis(100 * u64::from(consecutive_errors.min(50)));
+                        tokio::select! {
+                            _ = cancel.cancelled() => break,
+                            _ = tokio::time::sleep(pause) => {}
+                        }
+                    }
+                },
+            }
+        }
+        self.drain(batch, in_flight, &mut progress).await;
+        self.exit(progress)
+    }
+
+    fn exit(&self, progress: Progress) -> TaskExit {
+        TaskExit {
+            partition: self.partition.clone(),
+            task_id: self.task_id,
+            resume_from: progress.resume_from(),
+        }
+    }
+
+    fn send(&self, batch: &mut Batch, in_flight: &mut FuturesOrdered<InFlight>) {
+        let full = std::mem::replace(
+            batch,
+            Batch::new(self.partition.topic.clone(), self.partition.partition),
+        );
+        let Some(last) = full.last_offset() else {
+            return;
+        };
+        let sink = self.sink.clone();
+        let buffered = GaugeGuard::new(&self.metrics.buffered_bytes, full.bytes() as i64);
+        in_flight.push_back(Box::pin(async move {
+            let outcome = sink.send(&full).await;
+            drop(buffered);
+            (last, outcome)
+        }));
+    }
+
+    fn acknowledge(&self, last: i64, outcome: BatchOutcome, progress: &mut Progress) {
+        for rejected in &outcome.rejected {
+            error!(
+                partition = %self.partition,
+                offset = rejected.offset,
+                reason = %rejected.reason,
+                "document rejected by Elasticsearch; skipping it"
+            );
+        }
+        let next = last + 1;
+        progress.acked_next = Some(next);
+        let mut tpl = TopicPartitionList::new();
+        if let Err(e) = tpl.add_partition_offset(
+            &self.partition.topic,
+            self.partition.partition,
+            Offset::Offset(next),
+        ) {
+            warn!(partition = %self.partition, error = %e, "cannot build offset list");
+            return;
+        }
+        if let Err(e) = self.consumer.store_offsets(&tpl) {
+            // The partition is no longer assigned: the final commit of the
+            // drain (or the next owner) takes over.
+            debug!(partition = %self.partition, error = %e, "cannot store offset");
+        }
+    }
+
+    /// Flushes the open batch, waits for in-flight requests until the drain
+    /// deadline, and commits what was acknowledged.
+    async fn drain(
+        &self,
+        mut batch: Batch,
+        mut in_flight: FuturesOrdered<InFlight>,
+        progress: &mut Progress,
+    ) {
+        let deadline = Instant::now() + self.drain_timeout;
+        let drained = tokio::time::timeout_at(deadline, async {
+            loop {
+                if !batch.is_empty() && in_flight.len() < self.batch.max_in_flight_per_partition {
+                    self.send(&mut batch, &mut in_flight);
+                }
+                match in_flight.next().await {
+                    Some((last, outcome)) => self.acknowledge(last, outcome, progress),
+                    None if batch.is_empty() => break,
+                    None => {}
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                partition = %self.partition,
+                timeout = ?self.drain_timeout,
+                "drain deadline passed; unacknowledged documents will be read again"
+            );
+        }
+        drop(in_flight);
+        if let Some(next) = progress.acked_next {
+            self.commit(next).await;
+        }
+        info!(partition = %self.partition, committed = ?progress.acked_next, "partition task stopped");
+    }
+
+    async fn commit(&self, next: i64) {
+        let mut tpl = TopicPartitionList::new();
+        if tpl
+            .add_partition_offset(
+                &self.partition.topic,
+                self.partition.partition,
+                Offset::Offset(next),
+            )
+            .is_err()
+        {
+            return;
+        }
+        let consumer = self.consumer.clone();
+        let result =
+            tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
+        match result {
+            Ok(Ok(())) => debug!(partition = %self.partition, offset = next, "offset committed"),
+            Ok(Err(e)) => {
+                warn!(partition = %self.partition, offset = next, error = %e, "final commit failed; the stored offset is committed with the next group commit")
+            }
+            Err(e) => warn!(partition = %self.partition, error = %e, "commit task failed"),
+        }
+    }
+
+    /// Moves the queue back to `offset`; retries until it works or the
+    /// task is cancelled (reading on without it would skip messages).
+    async fn seek(&self, offset: i64, cancel: &CancellationToken) -> bool {
+        let mut backoff =
+            crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            let consumer = self.consumer.clone();
+            let tp = self.partition.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                consumer.seek(
+                    &tp.topic,
+                    tp.partition,
+                    Offset::Offset(offset),
+                    SEEK_TIMEOUT,
+                )
+            })
+            .await;
+            match result {
+                Ok(Ok(())) => {
+                    debug!(partition = %self.partition, offset, "seeked back to the first unacknowledged offset");
+                    return true;
+                }
+                Ok(Err(e)) => {
+                    warn!(partition = %self.partition, offset, error = %e, "seek failed; retrying")
+                }
+                Err(e) => {
+                    warn!(partition = %self.partition, error = %e, "seek task failed; retrying")
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return false,
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Progress;
+
+    #[test]
+    fn resume_point_is_the_first_unacknowledged_offset() {
+        let nothing = Progress::default();
+        assert_eq!(nothing.resume_from(), None);
+        let all_acked = Progress {
+            first_read: Some(5),
+            read_next: Some(10),
+            acked_next: Some(10),
+        };
+        assert_eq!(all_acked.resume_from(), None);
+        let some_acked = Progress {
+            first_read: Some(5),
+            read_next: Some(10),
+            acked_next: Some(7),
+        };
+        assert_eq!(some_acked.resume_from(), Some(7));
+        let none_acked = Progress {
+            first_read: Some(5),
+            read_next: Some(10),
+            acked_next: None,
+        };
+        assert_eq!(none_acked.resume_from(), Some(5));
+    }
+}

@@ -1,0 +1,24 @@
+//! logingest drains Kafka log topics into Elasticsearch, following a live
+//! topic registry kept in etcd.
+//!
+//! The data flows through one module per stage:
+//!
+//! * [`config`]: the TOML configuration, validated at start-up;
+//! * [`registry`]: the etcd topic registry (parsing, watching, editing);
+//! * [`reconciler`]: desired topics ∩ assigned partitions → running tasks;
+//! * [`kafka`]: the group consumer, its rebalance events and partition tasks;
+//! * [`document`]: shaping a Kafka record into an Elasticsearch document;
+//! * [`sink`]: `_bulk` requests, retries and item classification;
+//! * [`http`] and [`metrics`]: health, readiness and Prometheus metrics;
+//! * [`app`]: wiring everything together for `logingest run`.
+
+pub mod app;
+pub mod backoff;
+pub mod config;
+pub mod document;
+pub mod http;
+pub mod kafka;
+pub mod metrics;
+pub mod reconciler;
+pub mod registry;
+pub mod sink;

@@ -1,0 +1,150 @@
+//! The `logingest` command line: `run`, `topics`, `check-config`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use logingest::config::Config;
+use logingest::registry::admin::RegistryAdmin;
+
+/// Drains Kafka log topics into Elasticsearch, following a live topic
+/// registry in etcd.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "LOGINGEST_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the ingestor until SIGTERM or SIGINT.
+    Run {
+        /// The TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Read and edit the topic registry in etcd.
+    Topics {
+        /// The TOML configuration file (etcd endpoints and prefix); without
+        /// it, defaults and LOGINGEST_ETCD_ENDPOINTS apply.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: TopicsAction,
+    },
+    /// Validate a configuration file and print it with secrets redacted.
+    CheckConfig {
+        /// The TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsAction {
+    /// Register a topic (prefix form): it is ingested within a second.
+    Add {
+        /// The Kafka topic.
+        topic: String,
+        /// The Elasticsearch index (default: the topic name, lower-cased).
+        #[arg(long)]
+        index: Option<String>,
+    },
+    /// Remove a topic's prefix-form key: its ingestion stops.
+    Rm {
+        /// The Kafka topic.
+        topic: String,
+    },
+    /// List the registered topics (both forms) and their index.
+    Ls,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(path) => Config::load(path)?,
+        None => Config::from_env()?,
+    })
+}
+
+async fn topics(config: Config, action: TopicsAction) -> anyhow::Result<()> {
+    let mut admin = RegistryAdmin::connect(&config.etcd).await?;
+    match action {
+        TopicsAction::Add { topic, index } => {
+            let key = admin.add(&topic, index.as_deref()).await?;
+            println!("added {topic} ({key})");
+        }
+        TopicsAction::Rm { topic } => {
+            if admin.remove(&topic).await? {
+                println!("removed {topic}");
+            } else {
+                anyhow::bail!("{topic} has no key under {}", config.etcd.prefix);
+            }
+        }
+        TopicsAction::Ls => {
+            let (topics, errors) = admin.list().await?;
+            println!("{:<40} INDEX", "TOPIC");
+            for (topic, index) in topics {
+                println!("{topic:<40} {index}");
+            }
+            for (key, error) in errors {
+                eprintln!("ignored {key}: {error}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run { config } => logingest::app::run(Config::load(&config)?).await,
+        Command::Topics { config, action } => topics(load(config.as_ref())?, action).await,
+        Command::CheckConfig { config } => {
+            let config = Config::load(&config)?;
+            print!("{}", config.to_redacted_toml());
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

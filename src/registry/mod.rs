@@ -1,0 +1,397 @@
+//! The topic registry kept in etcd.
+//!
+//! Two forms feed one desired set of topics:
+//! * the prefix form: key `<prefix><topic>`, value empty or a JSON object of
+//!   per-topic settings ([`TopicSettings`]);
+//! * the collector form: each configured collector key holds the collector
+//!   agent's JSON array of `{"path": ..., "topic": ...}`.
+//!
+//! [`RegistryState`] is the pure model (parsing and the union); it never
+//! touches the network, so it is tested and fuzzed on its own. [`watcher`]
+//! feeds it from etcd, [`admin`] edits the registry for `logingest topics`.
+
+pub mod admin;
+pub mod watcher;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+/// Why a registry key or value was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// The key is not valid UTF-8.
+    #[error("key is not UTF-8")]
+    KeyNotUtf8,
+    /// The topic part of a key is not a legal Kafka topic name.
+    #[error("{0:?} is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-], not . or ..)")]
+    InvalidTopic(String),
+    /// The index name would be refused by Elasticsearch.
+    #[error("{0:?} is not a valid Elasticsearch index name: {1}")]
+    InvalidIndex(String, &'static str),
+    /// The value is not what the key's form expects.
+    #[error("invalid value: {0}")]
+    InvalidValue(String),
+}
+
+/// Settings of one registered topic, resolved with defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSettings {
+    /// The index its documents are written to.
+    pub index: String,
+}
+
+impl TopicSettings {
+    /// The settings of a topic registered without any (default index: the
+    /// topic name, lower-cased because Elasticsearch index names must be).
+    pub fn defaults(topic: &str) -> Self {
+        Self {
+            index: topic.to_ascii_lowercase(),
+        }
+    }
+}
+
+/// The JSON object of the prefix form; every field optional, unknown ones
+/// rejected so that a typo does not silently fall back to a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopicValue {
+    index: Option<String>,
+}
+
+/// One entry of a collector agent's array. Other fields (`path`, ...) belong
+/// to the agent and are ignored.
+#[derive(Debug, Deserialize)]
+struct CollectorEntry {
+    topic: String,
+}
+
+/// The desired topics and their settings, as the reconciler consumes them.
+pub type DesiredTopics = BTreeMap<String, Arc<TopicSettings>>;
+
+/// Checks a Kafka topic name (the broker's own rules).
+pub fn validate_topic(topic: &str) -> Result<(), RegistryError> {
+    let legal = !topic.is_empty()
+        && topic.len() <= 249
+        && topic != "."
+        && topic != ".."
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if legal {
+        Ok(())
+    } else {
+        Err(RegistryError::InvalidTopic(topic.to_string()))
+    }
+}
+
+/// Checks an Elasticsearch index name (the server's own rules).
+pub fn validate_index(index: &str) -> Result<(), RegistryError> {
+    let fail = |why| Err(RegistryError::InvalidIndex(index.to_string(), why));
+    if index.is_empty() || index.len() > 255 {
+        return fail("must be 1 to 255 bytes");
+    }
+    if index == "." || index == ".." {
+        return fail("must not be . or ..");
+    }
+    if index.starts_with(['-', '_', '+']) {
+        return fail("must not start with -, _ or +");
+    }
+    if index.chars().any(|c| c.is_uppercase()) {
+        return fail("must be lower case");
+    }
+    if index.chars().any(|c| {
+        matches!(
+            c,
+            '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ' ' | ',' | '#' | ':'
+        ) || c.is_control()
+    }) {
+        return fail("must not contain \\ / * ? \" < > | space , # : or control characters");
+    }
+    Ok(())
+}
+
+/// Parses the value of a prefix-form key for `topic`.
+pub fn parse_topic_value(topic: &str, value: &[u8]) -> Result<TopicSettings, RegistryError> {
+    let text = std::str::from_utf8(value)
+        .map_err(|_| RegistryError::InvalidValue("value is not UTF-8".into()))?;
+    let parsed: TopicValue = if text.trim().is_empty() {
+        TopicValue::default()
+    } else {
+        serde_json::from_str(text).map_err(|e| {
+            RegistryError::InvalidValue(format!(
+                "expected empty or a JSON object like {{\"index\": \"name\"}}: {e}"
+            ))
+        })?
+    };
+    let mut settings = TopicSettings::defaults(topic);
+    if let Some(index) = parsed.index {
+        validate_index(&index)?;
+        settings.index = index;
+    } else {
+        validate_index(&settings.index)?;
+    }
+    Ok(settings)
+}
+
+/// Parses a collector key's JSON array into its set of topics.
+pub fn parse_collector_value(value: &[u8]) -> Result<BTreeSet<String>, RegistryError> {
+    let entries: Vec<CollectorEntry> = serde_json::from_slice(value).map_err(|e| {
+        RegistryError::InvalidValue(format!(
+            "expected a JSON array like [{{\"path\": \"/var/log/x.log\", \"topic\": \"x\"}}]: {e}"
+        ))
+    })?;
+    let mut topics = BTreeSet::new();
+    for entry in entries {
+        validate_topic(&entry.topic)?;
+        validate_index(&TopicSettings::defaults(&entry.topic).index)?;
+        topics.insert(entry.topic);
+    }
+    Ok(topics)
+}
+
+/// What one key contributes to the desired set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    Topic(String, TopicSettings),
+    Collector(BTreeSet<String>),
+}
+
+/// The registry as last seen: every key's last good contribution.
+#[derive(Debug, Clone)]
+pub struct RegistryState {
+    prefix: String,
+    collector_keys: BTreeSet<String>,
+    entries: BTreeMap<String, Entry>,
+}
+
+impl RegistryState {
+    /// An empty registry for the configured prefix and collector keys.
+    pub fn new(prefix: &str, collector_keys: &[String]) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+            collector_keys: collector_keys.iter().cloned().collect(),
+            entries: BTreeMap::new(),
+        }
+    }
+
+    /// The key prefix of the prefix form.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The collector keys being followed.
+    pub fn collector_keys(&self) -> impl Iterator<Item = &str> {
+        self.collector_keys.iter().map(String::as_str)
+    }
+
+    fn parse(&self, key: &str, value: &[u8]) -> Result<Option<Entry>, RegistryError> {
+        if self.collector_keys.contains(key) {
+            return parse_collector_value(value).map(|t| Some(Entry::Collector(t)));
+        }
+        let Some(topic) = key.strip_prefix(&self.prefix) else {
+            return Ok(None);
+        };
+        validate_topic(topic)?;
+        let settings = parse_topic_value(topic, value)?;
+        Ok(Some(Entry::Topic(topic.to_string(), settings)))
+    }
+
+    /// Applies a put. On error nothing changes: the key's last good value
+    /// stays in force. Returns whether the desired set may have changed.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<bool, RegistryError> {
+        let key = std::str::from_utf8(key).map_err(|_| RegistryError::KeyNotUtf8)?;
+        match self.parse(key, value)? {
+            Some(entry) => Ok(self.entries.insert(key.to_string(), entry.clone()) != Some(entry)),
+            None => Ok(false),
+        }
+    }
+
+    /// Applies a delete. Returns whether the desired set may have changed.
+    pub fn delete(&mut self, key: &[u8]) -> bool {
+        match std::str::from_utf8(key) {
+            Ok(key) => self.entries.remove(key).is_some(),
+            Err(_) => false,
+        }
+    }
+
+    /// Replaces the whole state by a full read of the registry. A key whose
+    /// value is invalid keeps its previous good contribution; the errors are
+    /// returned with their keys for reporting.
+    pub fn replace_all<'a>(
+        &mut self,
+        kvs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> Vec<(String, RegistryError)> {
+        let mut fresh = BTreeMap::new();
+        let mut errors = Vec::new();
+        for (key, value) in kvs {
+            let key_text = String::from_utf8_lossy(key).into_owned();
+            match std::str::from_utf8(key)
+                .map_err(|_| RegistryError::KeyNotUtf8)
+                .and_then(|k| self.parse(k, value))
+            {
+                Ok(Some(entry)) => {
+                    fresh.insert(key_text, entry);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    if let Some(previous) = self.entries.get(&key_text) {
+                        fresh.insert(key_text.clone(), previous.clone());
+                    }
+                    errors.push((key_text, e));
+                }
+            }
+        }
+        self.entries = fresh;
+        errors
+    }
+
+    /// The union of both forms; a topic named by both takes the prefix
+    /// form's settings.
+    pub fn desired(&self) -> DesiredTopics {
+        let mut topics = DesiredTopics::new();
+        for entry in self.entries.values() {
+            if let Entry::Collector(names) = entry {
+                for topic in names {
+                    topics
+                        .entry(topic.clone())
+                        .or_insert_with(|| Arc::new(TopicSettings::defaults(topic)));
+                }
+            }
+        }
+        for entry in self.entries.values() {
+            if let Entry::Topic(topic, settings) = entry {
+                topics.insert(topic.clone(), Arc::new(settings.clone()));
+            }
+        }
+        topics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> RegistryState {
+        RegistryState::new("/logingest/topics/", &["collectlogkey1".to_string()])
+    }
+
+    fn names(s: &RegistryState) -> Vec<String> {
+        s.desired().keys().cloned().collect()
+    }
+
+    #[test]
+    fn prefix_form_empty_value_and_index_setting() {
+        let mut s = state();
+        assert!(s.put(b"/logingest/topics/nginx", b"").unwrap());
+        assert!(s
+            .put(b"/logingest/topics/App", b"{\"index\": \"app-logs\"}")
+            .unwrap());
+        let d = s.desired();
+        assert_eq!(d["nginx"].index, "nginx");
+        assert_eq!(d["App"].index, "app-logs");
+        assert!(s.delete(b"/logingest/topics/nginx"));
+        assert_eq!(names(&s), vec!["App"]);
+    }
+
+    #[test]
+    fn uppercase_topic_defaults_to_lowercase_index() {
+        let mut s = state();
+        s.put(b"/logingest/topics/Nginx", b"").unwrap();
+        assert_eq!(s.desired()["Nginx"].index, "nginx");
+    }
+
+    #[test]
+    fn collector_form_adds_and_replacement_removes() {
+        let mut s = state();
+        s.put(
+            b"collectlogkey1",
+            br#"[{"path": "/var/log/nginx/access.log", "topic": "nginx"}, {"path": "/a", "topic": "app"}]"#,
+        )
+        .unwrap();
+        assert_eq!(names(&s), vec!["app", "nginx"]);
+        s.put(b"collectlogkey1", br#"[{"path": "/a", "topic": "app"}]"#)
+            .unwrap();
+        assert_eq!(names(&s), vec!["app"]);
+        assert!(s.delete(b"collectlogkey1"));
+        assert!(names(&s).is_empty());
+    }
+
+    #[test]
+    fn prefix_settings_win_over_collector_defaults() {
+        let mut s = state();
+        s.put(b"collectlogkey1", br#"[{"topic": "nginx"}]"#)
+            .unwrap();
+        s.put(b"/logingest/topics/nginx", br#"{"index": "web"}"#)
+            .unwrap();
+        assert_eq!(s.desired()["nginx"].index, "web");
+        s.delete(b"/logingest/topics/nginx");
+        assert_eq!(s.desired()["nginx"].index, "nginx");
+    }
+
+    #[test]
+    fn bad_values_are_rejected_and_last_good_state_kept() {
+        let mut s = state();
+        s.put(b"/logingest/topics/nginx", br#"{"index": "web"}"#)
+            .unwrap();
+        s.put(b"collectlogkey1", br#"[{"topic": "app"}]"#).unwrap();
+        for bad in [
+            &b"{not json"[..],
+            br#"{"indx": "typo"}"#,
+            br#"{"index": "UPPER"}"#,
+            b"\xff",
+        ] {
+            assert!(s.put(b"/logingest/topics/nginx", bad).is_err());
+        }
+        for bad in [
+            &b"{}"[..],
+            br#"[{"path": "/x"}]"#,
+            br#"[{"topic": "a b"}]"#,
+            b"[1]",
+        ] {
+            assert!(s.put(b"collectlogkey1", bad).is_err());
+        }
+        assert_eq!(s.desired()["nginx"].index, "web");
+        assert_eq!(names(&s), vec!["app", "nginx"]);
+        assert!(s.put(b"/logingest/topics/bad topic", b"").is_err());
+        assert!(s.put(b"/logingest/topics/a/b", b"").is_err());
+        assert!(s.put(b"/logingest/topics/\xff", b"").is_err());
+        assert_eq!(names(&s), vec!["app", "nginx"]);
+    }
+
+    #[test]
+    fn unrelated_keys_are_ignored() {
+        let mut s = state();
+        assert!(!s.put(b"/other/key", b"whatever").unwrap());
+        assert!(!s.delete(b"/other/key"));
+        assert!(names(&s).is_empty());
+    }
+
+    #[test]
+    fn replace_all_keeps_last_good_value_of_a_broken_key() {
+        let mut s = state();
+        s.put(b"/logingest/topics/a", br#"{"index": "a1"}"#)
+            .unwrap();
+        s.put(b"/logingest/topics/b", b"").unwrap();
+        let errors = s.replace_all([
+            (&b"/logingest/topics/a"[..], &b"{broken"[..]),
+            (b"/logingest/topics/c", b""),
+        ]);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].0, "/logingest/topics/a");
+        assert_eq!(names(&s), vec!["a", "c"]);
+        assert_eq!(s.desired()["a"].index, "a1");
+    }
+
+    #[test]
+    fn topic_and_index_names() {
+        assert!(validate_topic("nginx.access_log-1").is_ok());
+        assert!(validate_topic("").is_err());
+        assert!(validate_topic("..").is_err());
+        assert!(validate_topic(&"x".repeat(250)).is_err());
+        assert!(validate_index("logs-2024.01.01").is_ok());
+        assert!(validate_index("_x").is_err());
+        assert!(validate_index("a,b").is_err());
+    }
+}
