@@ -26,6 +26,8 @@ pub struct OutcomeLabel {
 /// Every metric logingest exports. Cheap to clone (shared handles).
 #[derive(Clone)]
 pub struct Metrics {
+    /// Records read from Kafka, per topic.
+    pub documents_read: Family<TopicLabel, Counter>,
     /// Documents Elasticsearch acknowledged, per topic.
     pub documents_indexed: Family<TopicLabel, Counter>,
     /// Documents given up after permanent rejections, per topic.
@@ -62,6 +64,7 @@ impl Metrics {
     /// Creates the metrics and registers them under the `logingest_` prefix.
     pub fn new(registry: &mut Registry) -> Self {
         let m = Self {
+            documents_read: Family::default(),
             documents_indexed: Family::default(),
             documents_failed: Family::default(),
             documents_retried: Family::default(),
@@ -79,6 +82,11 @@ impl Metrics {
             kafka_errors: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("logingest");
+        r.register(
+            "documents_read",
+            "Records read from Kafka",
+            m.documents_read.clone(),
+        );
         r.register(
             "documents_indexed",
             "Documents acknowledged by Elasticsearch",

@@ -128,6 +128,11 @@ impl PartitionTask {
         let mut batch = Batch::new(tp.topic.clone(), tp.partition);
         let mut linger_deadline = Instant::now();
         let mut consecutive_errors = 0u32;
+        let read_counter = self
+            .metrics
+            .documents_read
+            .get_or_create(&Metrics::topic(&tp.topic))
+            .clone();
         loop {
             let full =
                 batch.len() >= self.batch.max_documents || batch.bytes() >= self.batch.max_bytes;
@@ -165,6 +170,7 @@ impl PartitionTask {
                             error!(partition = %tp, offset = record.offset, error = %e, "cannot encode record; stopping the partition task");
                             break;
                         }
+                        read_counter.inc();
                         progress.first_read.get_or_insert(record.offset);
                         progress.read_next = Some(record.offset + 1);
                     }

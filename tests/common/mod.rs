@@ -1,0 +1,671 @@
+//! Test harness: a private local stack (etcd, tansu, osmem-server) on free
+//! loopback ports for each test, the logingest binary as a child process,
+//! and condition waits with deadlines.
+//!
+//! Servers are killed when their handle drops, and also when the test
+//! process dies (`PR_SET_PDEATHSIG`), so nothing outlives a test.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+
+/// Deadline for conditions that depend on a consumer-group round (tansu
+/// takes about 5 s per round; a test run may hold several).
+pub const GROUP_DEADLINE: Duration = Duration::from_secs(60);
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn stack_bin(name: &str, env: &str) -> PathBuf {
+    if let Ok(path) = std::env::var(env) {
+        return PathBuf::from(path);
+    }
+    let path = repo_root().join(".stack/bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/install-stack.sh (or set {env})",
+        path.display()
+    );
+    path
+}
+
+/// A port free at the time of asking.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A name unique in this test run.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Spawns a child that dies with the test process, with a clean
+/// environment (etcd and tansu read many variables).
+fn spawn(mut cmd: Command, log: &Path) -> Child {
+    let out = std::fs::File::create(log).expect("log file");
+    let err = out.try_clone().expect("log file");
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", std::env::var("HOME").unwrap_or_default())
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()))
+}
+
+/// Polls `check` every 100 ms until it returns true; panics naming `what`
+/// when `deadline` passes.
+pub async fn wait_until<F, Fut>(what: &str, deadline: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn wait_for_port(port: u16, what: &str, child: &mut Child, log: &Path) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{what} exited ({status}) before listening:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{what} did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One server process that can be stopped and started again on the same
+/// port (and, for etcd, the same data).
+pub struct Server {
+    name: &'static str,
+    make: Box<dyn Fn() -> Command + Send>,
+    port: u16,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Server {
+    fn new(
+        name: &'static str,
+        port: u16,
+        log: PathBuf,
+        make: Box<dyn Fn() -> Command + Send>,
+    ) -> Self {
+        let mut s = Self {
+            name,
+            make,
+            port,
+            log,
+            child: None,
+        };
+        s.start();
+        s
+    }
+
+    /// Starts the server and waits until its port accepts connections.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} already running", self.name);
+        let mut child = spawn((self.make)(), &self.log);
+        wait_for_port(self.port, self.name, &mut child, &self.log);
+        self.child = Some(child);
+    }
+
+    /// Kills the server and waits for it to be gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// etcd, tansu and osmem-server, private to one test.
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub etcd: Server,
+    pub kafka: Server,
+    pub es: Server,
+    pub etcd_url: String,
+    pub brokers: String,
+    pub es_url: String,
+    http: reqwest::Client,
+}
+
+impl Stack {
+    /// Starts the three servers on free ports.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (etcd_port, peer_port) = (free_port(), free_port());
+        let data = dir.path().join("etcd");
+        let etcd = Server::new(
+            "etcd",
+            etcd_port,
+            dir.path().join("etcd.log"),
+            Box::new(move || {
+                let client = format!("http://127.0.0.1:{etcd_port}");
+                let peer = format!("http://127.0.0.1:{peer_port}");
+                let mut c = Command::new("etcd");
+                c.args(["--name", "default", "--data-dir"])
+                    .arg(&data)
+                    .args([
+                        "--listen-client-urls",
+                        &client,
+                        "--advertise-client-urls",
+                        &client,
+                    ])
+                    .args([
+                        "--listen-peer-urls",
+                        &peer,
+                        "--initial-advertise-peer-urls",
+                        &peer,
+                    ])
+                    .args(["--initial-cluster", &format!("default={peer}")]);
+                c
+            }),
+        );
+        let kafka_port = free_port();
+        let tansu = stack_bin("tansu", "LOGINGEST_TANSU_BIN");
+        let kafka = Server::new(
+            "tansu",
+            kafka_port,
+            dir.path().join("tansu.log"),
+            Box::new(move || {
+                let url = format!("tcp://127.0.0.1:{kafka_port}");
+                let mut c = Command::new(&tansu);
+                c.args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
+                .args(["--storage-engine", "memory://tansu/"]);
+                c
+            }),
+        );
+        let es_port = free_port();
+        let osmem = stack_bin("osmem-server", "LOGINGEST_OSMEM_BIN");
+        let es = Server::new(
+            "osmem-server",
+            es_port,
+            dir.path().join("osmem.log"),
+            Box::new(move || {
+                let mut c = Command::new(&osmem);
+                c.args(["-addr", &format!("127.0.0.1:{es_port}"), "-no-stdin-watch"]);
+                c
+            }),
+        );
+        let stack = Self {
+            etcd_url: format!("http://127.0.0.1:{etcd_port}"),
+            brokers: format!("127.0.0.1:{kafka_port}"),
+            es_url: format!("http://127.0.0.1:{es_port}"),
+            dir,
+            etcd,
+            kafka,
+            es,
+            http: reqwest::Client::new(),
+        };
+        stack.wait_etcd_healthy();
+        stack
+    }
+
+    fn wait_etcd_healthy(&self) {
+        let start = Instant::now();
+        loop {
+            let out = self.etcdctl(&["endpoint", "health"]);
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "etcd not healthy: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs etcdctl against this stack's etcd.
+    pub fn etcdctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.etcd_url])
+            .args(args)
+            .output()
+            .expect("etcdctl")
+    }
+
+    /// `etcdctl put KEY VALUE`, asserting success.
+    pub fn put(&self, key: &str, value: &str) {
+        let out = self.etcdctl(&["put", key, value]);
+        assert!(
+            out.status.success(),
+            "etcdctl put {key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `etcdctl del KEY`, asserting success.
+    pub fn del(&self, key: &str) {
+        let out = self.etcdctl(&["del", key]);
+        assert!(out.status.success(), "etcdctl del {key}");
+    }
+
+    /// Creates a topic with `partitions` partitions.
+    pub fn create_topic(&self, topic: &str, partitions: u32) {
+        let out = Command::new(stack_bin("tansu", "LOGINGEST_TANSU_BIN"))
+            .args([
+                "topic",
+                "create",
+                "--broker",
+                &format!("tcp://{}", self.brokers),
+            ])
+            .args(["--partitions", &partitions.to_string(), topic])
+            .output()
+            .expect("tansu topic create");
+        assert!(
+            out.status.success(),
+            "create topic {topic}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Produces `values` (with optional keys) round robin over `partitions`
+    /// and returns the `_id` of each record, from the delivery reports.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partitions: i32,
+        records: &[(Option<Vec<u8>>, Vec<u8>)],
+    ) -> Vec<String> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+        let mut ids = Vec::new();
+        for (i, (key, value)) in records.iter().enumerate() {
+            let mut record = FutureRecord::to(topic)
+                .payload(value)
+                .partition(i as i32 % partitions);
+            if let Some(key) = key {
+                record = record.key(key);
+            }
+            let delivery = producer
+                .send(record, Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|(e, _)| panic!("produce to {topic}: {e}"));
+            ids.push(format!(
+                "{topic}-{}-{}",
+                delivery.partition, delivery.offset
+            ));
+        }
+        ids
+    }
+
+    /// Produces `count` plain lines; returns their `_id`s.
+    pub async fn produce_lines(&self, topic: &str, partitions: i32, count: usize) -> Vec<String> {
+        let records: Vec<_> = (0..count)
+            .map(|i| (None, format!("{topic} line {i}").into_bytes()))
+            .collect();
+        self.produce(topic, partitions, &records).await
+    }
+
+    /// Offsets committed by `group` for the partitions of `topic`.
+    pub fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: i32,
+    ) -> BTreeMap<i32, Option<i64>> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", group)
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(topic, p);
+        }
+        let committed = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .expect("committed offsets");
+        committed
+            .elements()
+            .iter()
+            .map(|e| {
+                let offset = match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                };
+                (e.partition(), offset)
+            })
+            .collect()
+    }
+
+    /// Number of documents in `index` (0 when it does not exist).
+    pub async fn count(&self, index: &str) -> u64 {
+        let _ = self
+            .http
+            .post(format!("{}/{index}/_refresh", self.es_url))
+            .send()
+            .await;
+        let Ok(response) = self
+            .http
+            .get(format!("{}/{index}/_count", self.es_url))
+            .send()
+            .await
+        else {
+            return 0;
+        };
+        let body: Value = response.json().await.unwrap_or_default();
+        body["count"].as_u64().unwrap_or(0)
+    }
+
+    /// Every document of `index` (up to 10 000), by `_id`.
+    pub async fn documents(&self, index: &str) -> BTreeMap<String, Value> {
+        let _ = self
+            .http
+            .post(format!("{}/{index}/_refresh", self.es_url))
+            .send()
+            .await;
+        let body: Value = self
+            .http
+            .post(format!("{}/{index}/_search", self.es_url))
+            .json(&serde_json::json!({"size": 10000, "query": {"match_all": {}}}))
+            .send()
+            .await
+            .expect("search")
+            .json()
+            .await
+            .expect("search reply");
+        let hits = body["hits"]["hits"].as_array().cloned().unwrap_or_default();
+        let mut docs = BTreeMap::new();
+        for hit in hits {
+            let id = hit["_id"].as_str().expect("_id").to_string();
+            assert!(
+                docs.insert(id.clone(), hit["_source"].clone()).is_none(),
+                "duplicate _id {id}"
+            );
+        }
+        docs
+    }
+
+    /// Asserts that `index` holds exactly the documents `ids`, each once.
+    pub async fn assert_exactly(&self, index: &str, ids: &[String]) {
+        let expected: BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(expected.len(), ids.len(), "expected ids are not unique");
+        assert_eq!(
+            self.count(index).await,
+            ids.len() as u64,
+            "document count of {index}"
+        );
+        let docs = self.documents(index).await;
+        let got: BTreeSet<&String> = docs.keys().collect();
+        assert_eq!(got, expected, "document ids of {index}");
+    }
+}
+
+/// Options of a logingest instance under test.
+#[derive(Clone)]
+pub struct Options {
+    pub group: String,
+    /// Extra TOML appended to the generated config.
+    pub extra: String,
+    pub linger: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            group: unique("group"),
+            extra: String::new(),
+            linger: "50ms",
+        }
+    }
+}
+
+/// A running `logingest run` process.
+pub struct Logingest {
+    child: Option<Child>,
+    pub http: String,
+    pub log: PathBuf,
+    pub config: PathBuf,
+    client: reqwest::Client,
+}
+
+impl Logingest {
+    /// Writes a config for `stack` and starts the binary.
+    pub fn start(stack: &Stack, options: &Options) -> Self {
+        let port = free_port();
+        let name = unique("logingest");
+        let config = stack.dir.path().join(format!("{name}.toml"));
+        let text = format!(
+            r#"
+[etcd]
+endpoints = ["{etcd}"]
+
+[kafka]
+brokers = ["{brokers}"]
+group_id = "{group}"
+commit_interval = "200ms"
+drain_timeout = "4s"
+
+[kafka.options]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+
+[elasticsearch]
+url = "{es}"
+
+[batch]
+linger = "{linger}"
+
+[retry]
+initial_backoff = "50ms"
+max_backoff = "1s"
+
+[http]
+listen = "127.0.0.1:{port}"
+
+[shutdown]
+timeout = "15s"
+{extra}
+"#,
+            etcd = stack.etcd_url,
+            brokers = stack.brokers,
+            group = options.group,
+            es = stack.es_url,
+            linger = options.linger,
+            extra = options.extra,
+        );
+        std::fs::write(&config, text).expect("write config");
+        Self::start_with_config(stack, &config, port, &name)
+    }
+
+    /// Starts the binary with an existing config file whose HTTP port is
+    /// `port`.
+    pub fn start_with_config(stack: &Stack, config: &Path, port: u16, name: &str) -> Self {
+        let log = stack.dir.path().join(format!("{name}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_logingest"));
+        cmd.args(["run", "--config"]).arg(config);
+        cmd.env("RUST_LOG", "info,logingest=debug");
+        let child = spawn(cmd, &log);
+        Self {
+            child: Some(child),
+            http: format!("http://127.0.0.1:{port}"),
+            log,
+            config: config.to_path_buf(),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// The process's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The `/metrics` text, or empty while it does not answer.
+    pub async fn metrics(&self) -> String {
+        match self
+            .client
+            .get(format!("{}/metrics", self.http))
+            .send()
+            .await
+        {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// The value of one series, e.g.
+    /// `logingest_documents_indexed_total{topic="x"}`; 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics().await, series)
+    }
+
+    /// Waits until `series` equals `value`.
+    pub async fn wait_metric(&self, series: &str, value: f64, deadline: Duration) {
+        wait_until(&format!("{series} == {value}"), deadline, || async {
+            self.metric(series).await == value
+        })
+        .await;
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY: plain syscall on our own child's pid.
+            unsafe {
+                libc::kill(child.id() as i32, signal);
+            }
+        }
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub async fn terminate(&mut self, deadline: Duration) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait_exit(deadline).await
+    }
+
+    /// SIGKILL, then reaps.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            let child = self.child.as_mut().expect("process already reaped");
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return status;
+            }
+            if start.elapsed() > deadline {
+                panic!(
+                    "logingest did not exit within {deadline:?}:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+}
+
+impl Drop for Logingest {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- logingest log ({}) ----\n{}",
+                self.log.display(),
+                self.log()
+            );
+        }
+        self.kill();
+    }
+}
+
+/// Reads one series from Prometheus/OpenMetrics text.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Runs a command-line invocation of the binary and returns its output.
+pub fn logingest_cli(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logingest"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run logingest")
+}
