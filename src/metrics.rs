@@ -54,6 +54,17 @@ pub struct Metrics {
     pub registry_resyncs: Counter,
     /// Unix time of the last reconcile, in seconds.
     pub last_reconcile_timestamp: Gauge<f64, AtomicU64>,
+    /// Partition tasks started, per topic (restarts show up here).
+    pub partition_task_starts: Family<TopicLabel, Counter>,
+    /// From a registry change arriving to the subscription and tasks being
+    /// updated (logingest's own share of a reload).
+    pub registry_apply_duration: Histogram,
+    /// From a partition task's start (its assignment) to its first
+    /// acknowledged batch.
+    pub partition_first_ack_duration: Histogram,
+    /// From a topic's removal from the registry to all its tasks stopped
+    /// (flushed and committed).
+    pub topic_stop_duration: Histogram,
     /// Consumer-group rebalance events by kind (`assign`, `revoke`).
     pub rebalances: Family<OutcomeLabel, Counter>,
     /// Errors reported by the Kafka client.
@@ -78,90 +89,41 @@ impl Metrics {
             registry_revision: Gauge::default(),
             registry_resyncs: Counter::default(),
             last_reconcile_timestamp: Gauge::default(),
+            partition_task_starts: Family::default(),
+            registry_apply_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            partition_first_ack_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            topic_stop_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             rebalances: Family::default(),
             kafka_errors: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("logingest");
-        r.register(
-            "documents_read",
-            "Records read from Kafka",
-            m.documents_read.clone(),
-        );
-        r.register(
-            "documents_indexed",
-            "Documents acknowledged by Elasticsearch",
-            m.documents_indexed.clone(),
-        );
-        r.register(
-            "documents_failed",
-            "Documents permanently rejected by Elasticsearch",
-            m.documents_failed.clone(),
-        );
-        r.register(
-            "documents_retried",
-            "Documents sent again after a retryable item error",
-            m.documents_retried.clone(),
-        );
-        r.register(
-            "bulk_requests",
-            "Bulk requests by outcome",
-            m.bulk_requests.clone(),
-        );
-        r.register(
-            "bulk_request_duration_seconds",
-            "Latency of Elasticsearch bulk requests",
-            m.bulk_request_duration.clone(),
-        );
-        r.register(
-            "buffered_bytes",
-            "Bytes read from Kafka and not yet acknowledged by Elasticsearch",
-            m.buffered_bytes.clone(),
-        );
-        r.register(
-            "partition_tasks",
-            "Partition tasks running",
-            m.partition_tasks.clone(),
-        );
-        r.register(
-            "registry_topics",
-            "Topics in the registry",
-            m.registry_topics.clone(),
-        );
-        r.register(
-            "registry_changes_applied",
-            "Registry changes applied",
-            m.registry_changes_applied.clone(),
-        );
-        r.register(
-            "registry_changes_rejected",
-            "Registry changes rejected because the value did not parse",
-            m.registry_changes_rejected.clone(),
-        );
-        r.register(
-            "registry_revision",
-            "etcd revision of the registry state in force",
-            m.registry_revision.clone(),
-        );
-        r.register(
-            "registry_resyncs",
-            "Full re-reads of the registry",
-            m.registry_resyncs.clone(),
-        );
-        r.register(
-            "last_reconcile_timestamp_seconds",
-            "Unix time of the last reconcile",
-            m.last_reconcile_timestamp.clone(),
-        );
-        r.register(
-            "rebalances",
-            "Consumer group rebalance events",
-            m.rebalances.clone(),
-        );
-        r.register(
-            "kafka_errors",
-            "Errors reported by the Kafka client",
-            m.kafka_errors.clone(),
-        );
+        macro_rules! register {
+            ($($name:literal => $metric:ident, $help:literal;)*) => {
+                $(r.register($name, $help, m.$metric.clone());)*
+            };
+        }
+        register! {
+            "documents_read" => documents_read, "Records read from Kafka";
+            "documents_indexed" => documents_indexed, "Documents acknowledged by Elasticsearch";
+            "documents_failed" => documents_failed, "Documents permanently rejected by Elasticsearch";
+            "documents_retried" => documents_retried, "Documents sent again after a retryable item error";
+            "bulk_requests" => bulk_requests, "Bulk requests by outcome";
+            "bulk_request_duration_seconds" => bulk_request_duration, "Latency of Elasticsearch bulk requests";
+            "buffered_bytes" => buffered_bytes, "Bytes read from Kafka and not yet acknowledged by Elasticsearch";
+            "partition_tasks" => partition_tasks, "Partition tasks running";
+            "partition_task_starts" => partition_task_starts, "Partition tasks started";
+            "registry_topics" => registry_topics, "Topics in the registry";
+            "registry_changes_applied" => registry_changes_applied, "Registry changes applied";
+            "registry_changes_rejected" => registry_changes_rejected, "Registry changes rejected because the value did not parse";
+            "registry_revision" => registry_revision, "etcd revision of the registry state in force";
+            "registry_resyncs" => registry_resyncs, "Full re-reads of the registry";
+            "registry_apply_duration_seconds" => registry_apply_duration, "From a registry change arriving to subscription and tasks updated";
+            "last_reconcile_timestamp_seconds" => last_reconcile_timestamp, "Unix time of the last reconcile";
+            "partition_first_ack_duration_seconds" => partition_first_ack_duration, "From a partition task's start to its first acknowledged batch";
+            "topic_stop_duration_seconds" => topic_stop_duration, "From a topic's removal to all its partition tasks stopped";
+            "rebalances" => rebalances, "Consumer group rebalance events";
+            "kafka_errors" => kafka_errors, "Errors reported by the Kafka client";
+        }
         m
     }
 

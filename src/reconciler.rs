@@ -20,7 +20,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::consumer::Consumer;
 use tokio::sync::{mpsc, watch};
@@ -83,6 +83,8 @@ pub struct Reconciler {
     tasks: JoinSet<TaskExit>,
     next_task_id: u64,
     pending_revokes: Vec<PendingRevoke>,
+    /// Topics removed whose tasks are still draining, with the removal time.
+    stopping_topics: HashMap<String, Instant>,
 }
 
 impl Reconciler {
@@ -98,6 +100,7 @@ impl Reconciler {
             tasks: JoinSet::new(),
             next_task_id: 0,
             pending_revokes: Vec::new(),
+            stopping_topics: HashMap::new(),
         }
     }
 
@@ -111,7 +114,7 @@ impl Reconciler {
     ) {
         // Apply a state published before we started listening.
         if let Some(snapshot) = registry.borrow_and_update().clone() {
-            self.apply_registry(snapshot.topics);
+            self.apply_snapshot(snapshot);
         }
         loop {
             tokio::select! {
@@ -127,7 +130,7 @@ impl Reconciler {
                     }
                     let snapshot = registry.borrow_and_update().clone();
                     if let Some(snapshot) = snapshot {
-                        self.apply_registry(snapshot.topics);
+                        self.apply_snapshot(snapshot);
                     }
                 }
             }
@@ -169,6 +172,22 @@ impl Reconciler {
         self.parts.metrics.last_reconcile_timestamp.set(now);
     }
 
+    fn apply_snapshot(&mut self, snapshot: RegistrySnapshot) {
+        self.apply_registry(snapshot.topics);
+        if let Some(received) = snapshot.received {
+            self.parts
+                .metrics
+                .registry_apply_duration
+                .observe(received.elapsed().as_secs_f64());
+        }
+    }
+
+    fn topic_has_tasks(&self, topic: &str) -> bool {
+        self.assigned
+            .iter()
+            .any(|(tp, slot)| slot.task.is_some() && tp.topic.as_ref() == topic)
+    }
+
     /// Applies a new desired set.
     fn apply_registry(&mut self, desired: DesiredTopics) {
         let old = std::mem::replace(&mut self.desired, desired);
@@ -178,6 +197,9 @@ impl Reconciler {
                     info!(topic = %topic, "topic removed from the registry; stopping its partitions");
                     if let Some(token) = self.topic_tokens.remove(topic) {
                         token.cancel();
+                    }
+                    if self.topic_has_tasks(topic) {
+                        self.stopping_topics.insert(topic.clone(), Instant::now());
                     }
                 }
                 Some(new) if new != settings => {
@@ -281,6 +303,18 @@ impl Reconciler {
                 }
             }
         }
+        if let Some(removed) = self.stopping_topics.get(tp.topic.as_ref()) {
+            let removed = *removed;
+            if !self.topic_has_tasks(&tp.topic) {
+                self.stopping_topics.remove(tp.topic.as_ref());
+                let elapsed = removed.elapsed();
+                self.parts
+                    .metrics
+                    .topic_stop_duration
+                    .observe(elapsed.as_secs_f64());
+                info!(topic = %tp.topic, elapsed = ?elapsed, "removed topic stopped");
+            }
+        }
         self.pending_revokes.retain_mut(|revoke| {
             revoke.waiting.remove(&tp);
             if revoke.waiting.is_empty() {
@@ -335,6 +369,11 @@ impl Reconciler {
                 id,
                 token: token.clone(),
             });
+            self.parts
+                .metrics
+                .partition_task_starts
+                .get_or_create(&Metrics::topic(&tp.topic))
+                .inc();
             self.tasks.spawn(task.run(token));
         }
     }

@@ -128,6 +128,8 @@ impl PartitionTask {
         let mut batch = Batch::new(tp.topic.clone(), tp.partition);
         let mut linger_deadline = Instant::now();
         let mut consecutive_errors = 0u32;
+        let started = Instant::now();
+        let mut first_ack_seen = false;
         let read_counter = self
             .metrics
             .documents_read
@@ -146,6 +148,12 @@ impl PartitionTask {
                 _ = cancel.cancelled() => break,
                 Some((last, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                     self.acknowledge(last, outcome, &mut progress);
+                    if !first_ack_seen {
+                        first_ack_seen = true;
+                        let elapsed = started.elapsed();
+                        self.metrics.partition_first_ack_duration.observe(elapsed.as_secs_f64());
+                        debug!(partition = %tp, elapsed = ?elapsed, "first batch acknowledged");
+                    }
                 }
                 _ = tokio::time::sleep_until(linger_deadline), if !batch.is_empty() && can_send => {
                     self.send(&mut batch, &mut in_flight);

@@ -8,7 +8,7 @@
 //! While etcd is unreachable the last published state stays in force.
 
 use std::convert::Infallible;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions};
 use tokio::sync::watch;
@@ -30,6 +30,8 @@ pub struct RegistrySnapshot {
     pub revision: i64,
     /// The desired topics.
     pub topics: DesiredTopics,
+    /// When the change that produced this state arrived from etcd.
+    pub received: Option<Instant>,
 }
 
 /// Why following the registry stopped; the watcher retries after each.
@@ -257,6 +259,7 @@ impl RegistryWatcher {
         let snapshot = RegistrySnapshot {
             revision: self.revision,
             topics,
+            received: Some(Instant::now()),
         };
         self.publish.send_if_modified(|current| {
             let differs = current.as_ref().map(|c| c.topics != snapshot.topics) != Some(false);

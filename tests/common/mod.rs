@@ -7,6 +7,9 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+pub mod tcp_proxy;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::{TcpListener, TcpStream};
@@ -363,6 +366,46 @@ impl Stack {
         self.produce(topic, partitions, &records).await
     }
 
+    /// Produces lines to `topic` at about `per_second` until `stop` is set;
+    /// the task returns the `_id`s of everything delivered.
+    pub fn produce_steadily(
+        &self,
+        topic: &str,
+        partitions: i32,
+        per_second: u32,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> tokio::task::JoinHandle<Vec<String>> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("linger.ms", "0")
+            .set("message.timeout.ms", "120000")
+            .create()
+            .expect("producer");
+        let topic = topic.to_string();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_secs(1) / per_second);
+            let mut i = 0i32;
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let value = format!("{topic} steady {i}");
+                let record = FutureRecord::<(), _>::to(&topic)
+                    .payload(&value)
+                    .partition(i % partitions);
+                let delivery = producer
+                    .send(record, Duration::from_secs(60))
+                    .await
+                    .unwrap_or_else(|(e, _)| panic!("produce to {topic}: {e}"));
+                ids.push(format!(
+                    "{topic}-{}-{}",
+                    delivery.partition, delivery.offset
+                ));
+                i += 1;
+            }
+            ids
+        })
+    }
+
     /// Offsets committed by `group` for the partitions of `topic`.
     pub fn committed(
         &self,
@@ -462,6 +505,8 @@ impl Stack {
 #[derive(Clone)]
 pub struct Options {
     pub group: String,
+    /// etcd endpoint to use instead of the stack's (e.g. a TcpProxy).
+    pub etcd_url: Option<String>,
     /// Extra TOML appended to the generated config.
     pub extra: String,
     pub linger: &'static str,
@@ -471,6 +516,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             group: unique("group"),
+            etcd_url: None,
             extra: String::new(),
             linger: "50ms",
         }
@@ -524,7 +570,7 @@ listen = "127.0.0.1:{port}"
 timeout = "15s"
 {extra}
 "#,
-            etcd = stack.etcd_url,
+            etcd = options.etcd_url.as_ref().unwrap_or(&stack.etcd_url),
             brokers = stack.brokers,
             group = options.group,
             es = stack.es_url,
@@ -668,4 +714,35 @@ pub fn logingest_cli(args: &[&str], env: &[(&str, &str)]) -> std::process::Outpu
         cmd.env(k, v);
     }
     cmd.output().expect("run logingest")
+}
+
+/// osmem-server alone, on a free port (for tests that need no etcd or
+/// Kafka).
+pub struct Es {
+    pub server: Server,
+    pub url: String,
+    /// Holds the server log; dropped after the server.
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts osmem-server alone, like `Stack::start` does.
+pub fn start_es() -> Es {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let osmem = stack_bin("osmem-server", "LOGINGEST_OSMEM_BIN");
+    let server = Server::new(
+        "osmem-server",
+        port,
+        dir.path().join("osmem.log"),
+        Box::new(move || {
+            let mut c = Command::new(&osmem);
+            c.args(["-addr", &format!("127.0.0.1:{port}"), "-no-stdin-watch"]);
+            c
+        }),
+    );
+    Es {
+        server,
+        url: format!("http://127.0.0.1:{port}"),
+        dir,
+    }
 }

@@ -1,0 +1,417 @@
+//! A fault-injecting HTTP proxy between logingest and osmem-server, so tests
+//! can make Elasticsearch slow, failing or gone.
+//!
+//! Faults take effect synchronously: once [`FaultProxy::set`] returns,
+//! requests arriving (and, for `Down`, connections attempted) see the new
+//! fault. Switching to `Reset` or `Down` also closes idle keep-alive
+//! connections (in-flight requests finish first), so a pooling client really
+//! sees the fault.
+
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// What the proxy does to the requests arriving from now on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Forward everything unchanged.
+    None,
+    /// Wait this long before forwarding each request.
+    Delay(Duration),
+    /// Answer every request with this HTTP status and a small JSON error
+    /// body, without forwarding.
+    Status(u16),
+    /// `_bulk` requests are not forwarded but answered 200 with every item
+    /// rejected with status 429 (`es_rejected_execution_exception`); other
+    /// requests are forwarded.
+    BulkItems429,
+    /// Accept TCP connections and close them at once without answering.
+    Reset,
+    /// Stop listening (connections refused) until another fault is set; then
+    /// listen again on the same port.
+    Down,
+}
+
+impl Fault {
+    /// Whether connections are closed without an answer.
+    fn closes_connections(&self) -> bool {
+        matches!(self, Fault::Reset | Fault::Down)
+    }
+}
+
+type ProxyResponse = Response<Full<Bytes>>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+struct Shared {
+    upstream: String,
+    addr: SocketAddr,
+    fault: watch::Sender<Fault>,
+    /// The listening socket; `None` while `Down`. Behind a mutex so that
+    /// `set` can close and reopen it synchronously.
+    listener: Mutex<Option<TcpListener>>,
+    runtime: tokio::runtime::Handle,
+    client: reqwest::Client,
+    requests: AtomicU64,
+    bulk_forwarded: AtomicU64,
+}
+
+impl Shared {
+    fn fault(&self) -> Fault {
+        self.fault.borrow().clone()
+    }
+
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<(TcpStream, SocketAddr)>> {
+        match self.listener.lock().unwrap().as_ref() {
+            Some(listener) => listener.poll_accept(cx),
+            // Woken by the fault watch when listening resumes.
+            None => Poll::Pending,
+        }
+    }
+
+    /// Binds the port again (it was ours a moment ago; retries briefly in
+    /// case the kernel has not released it yet).
+    fn bind_again(&self) -> TcpListener {
+        let start = Instant::now();
+        let listener = loop {
+            // std sets SO_REUSEADDR on Unix, so closed connections in
+            // TIME_WAIT do not block the port.
+            match std::net::TcpListener::bind(self.addr) {
+                Ok(l) => break l,
+                Err(_) if start.elapsed() < Duration::from_secs(2) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("fault proxy cannot listen again on {}: {e}", self.addr),
+            }
+        };
+        listener.set_nonblocking(true).expect("set_nonblocking");
+        let _guard = self.runtime.enter();
+        TcpListener::from_std(listener).expect("register listener")
+    }
+}
+
+/// A fault-injecting HTTP proxy on a free 127.0.0.1 port. Dropping it stops
+/// the proxy and closes its connections.
+pub struct FaultProxy {
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Starts on a free 127.0.0.1 port, forwarding to `upstream` (e.g.
+    /// "http://127.0.0.1:9200").
+    pub async fn start(upstream: &str) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("fault proxy bind");
+        let addr = listener.local_addr().expect("local_addr");
+        let shared = Arc::new(Shared {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            addr,
+            fault: watch::Sender::new(Fault::None),
+            listener: Mutex::new(Some(listener)),
+            runtime: tokio::runtime::Handle::current(),
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .expect("reqwest client"),
+            requests: AtomicU64::new(0),
+            bulk_forwarded: AtomicU64::new(0),
+        });
+        let task = tokio::spawn(accept_loop(shared.clone()));
+        FaultProxy { shared, task }
+    }
+
+    /// "http://127.0.0.1:PORT"
+    pub fn url(&self) -> String {
+        format!("http://{}", self.shared.addr)
+    }
+
+    /// Changes the fault for requests arriving from now on.
+    pub fn set(&self, fault: Fault) {
+        if let Fault::Status(code) = fault {
+            assert!(
+                StatusCode::from_u16(code).is_ok(),
+                "invalid HTTP status {code}"
+            );
+        }
+        let down = fault == Fault::Down;
+        let mut listener = self.shared.listener.lock().unwrap();
+        if down {
+            // Closed here, so connections are refused once `set` returns.
+            *listener = None;
+        } else if listener.is_none() {
+            *listener = Some(self.shared.bind_again());
+        }
+        // Under the lock, so that the listener and the fault agree.
+        self.shared.fault.send_replace(fault);
+    }
+
+    /// The current fault.
+    pub fn fault(&self) -> Fault {
+        self.shared.fault()
+    }
+
+    /// Number of requests received (answered or forwarded, not counting
+    /// connections closed by `Reset` or `Down`).
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// Number of `_bulk` requests forwarded to upstream that it answered
+    /// with a 2xx status.
+    pub fn bulk_forwarded(&self) -> u64 {
+        self.shared.bulk_forwarded.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        // Aborting the accept task drops its JoinSet, which aborts every
+        // connection task.
+        self.task.abort();
+        *self.shared.listener.lock().unwrap() = None;
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>) {
+    let mut changes = shared.fault.subscribe();
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = poll_fn(|cx| shared.poll_accept(cx)) => match accepted {
+                Ok((stream, _)) => {
+                    if shared.fault().closes_connections() {
+                        // Reset: close at once without reading or answering.
+                        drop(stream);
+                    } else {
+                        connections.spawn(serve_connection(stream, shared.clone()));
+                    }
+                }
+                // E.g. out of file descriptors: do not spin.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            },
+            Some(_) = connections.join_next() => {}
+            // A new fault: poll the (possibly new) listener again.
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+    let mut changes = shared.fault.subscribe();
+    if changes.borrow_and_update().closes_connections() {
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    let service_shared = shared.clone();
+    let service = service_fn(move |request| handle(request, service_shared.clone()));
+    let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            changed = changes.changed(), if !closing => {
+                if changed.is_err() {
+                    return;
+                }
+                if changes.borrow_and_update().closes_connections() {
+                    // Closes an idle connection now, a busy one after its
+                    // current response.
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+}
+
+async fn handle(
+    request: Request<Incoming>,
+    shared: Arc<Shared>,
+) -> Result<ProxyResponse, BoxError> {
+    let fault = shared.fault();
+    if fault.closes_connections() {
+        // A request on a kept-alive connection: an error makes hyper close
+        // the connection without answering.
+        return Err("fault proxy: connection closed by fault".into());
+    }
+    shared.requests.fetch_add(1, Ordering::SeqCst);
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let path = parts.uri.path().to_string();
+    let is_bulk = path.rsplit('/').next() == Some("_bulk");
+    match fault {
+        Fault::Status(code) => Ok(status_response(code)),
+        Fault::BulkItems429 if is_bulk => Ok(bulk_items_429(&path, &body)),
+        Fault::Delay(delay) => {
+            tokio::time::sleep(delay).await;
+            Ok(forward(&shared, parts, body, is_bulk).await)
+        }
+        _ => Ok(forward(&shared, parts, body, is_bulk).await),
+    }
+}
+
+/// Connection-specific headers, not forwarded in either direction
+/// (content-length is recomputed).
+fn is_hop_by_hop(name: &header::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+    )
+}
+
+fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+    headers
+        .iter()
+        .filter(|(name, _)| !is_hop_by_hop(name))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}
+
+async fn forward(
+    shared: &Shared,
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+    is_bulk: bool,
+) -> ProxyResponse {
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let url = format!("{}{path_and_query}", shared.upstream);
+    let sent = shared
+        .client
+        .request(parts.method, url)
+        .headers(end_to_end(&parts.headers))
+        .body(body)
+        .send()
+        .await;
+    let upstream = match sent {
+        Ok(upstream) => upstream,
+        Err(e) => return error_response(StatusCode::BAD_GATEWAY, &format!("upstream: {e}")),
+    };
+    let status = upstream.status();
+    let headers = end_to_end(upstream.headers());
+    let body = match upstream.bytes().await {
+        Ok(body) => body,
+        Err(e) => return error_response(StatusCode::BAD_GATEWAY, &format!("upstream body: {e}")),
+    };
+    if is_bulk && status.is_success() {
+        shared.bulk_forwarded.fetch_add(1, Ordering::SeqCst);
+    }
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+fn json_response(status: StatusCode, body: &Value) -> ProxyResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=UTF-8"),
+    );
+    response
+}
+
+fn error_response(status: StatusCode, reason: &str) -> ProxyResponse {
+    let kind = if status == StatusCode::TOO_MANY_REQUESTS {
+        "es_rejected_execution_exception"
+    } else {
+        "injected_fault"
+    };
+    let error = json!({"type": kind, "reason": reason});
+    json_response(
+        status,
+        &json!({"error": {"root_cause": [error.clone()], "type": kind, "reason": reason}, "status": status.as_u16()}),
+    )
+}
+
+fn status_response(code: u16) -> ProxyResponse {
+    let status = StatusCode::from_u16(code).expect("checked by set");
+    error_response(status, &format!("injected status {code}"))
+}
+
+/// The reply of a `_bulk` request whose every item is rejected with 429:
+/// one item per action line (an action line is followed by its source line,
+/// except for `delete`), named after the action as Elasticsearch does.
+fn bulk_items_429(path: &str, body: &[u8]) -> ProxyResponse {
+    // `/{index}/_bulk` sets the default index.
+    let default_index = path
+        .trim_start_matches('/')
+        .strip_suffix("_bulk")
+        .map(|s| s.trim_end_matches('/'))
+        .filter(|s| !s.is_empty());
+    let mut lines = body
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace));
+    let mut items = Vec::new();
+    while let Some(line) = lines.next() {
+        let action = match serde_json::from_slice::<Value>(line) {
+            Ok(Value::Object(action)) if action.len() == 1 => action,
+            _ => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "malformed action/metadata line in _bulk body",
+                )
+            }
+        };
+        let (op, meta) = action.into_iter().next().expect("one key");
+        if op != "delete" {
+            lines.next();
+        }
+        let mut item = json!({
+            "status": 429,
+            "error": {"type": "es_rejected_execution_exception", "reason": "injected"},
+        });
+        let index = meta
+            .get("_index")
+            .cloned()
+            .or_else(|| default_index.map(|i| Value::String(i.to_string())));
+        if let Some(index) = index {
+            item["_index"] = index;
+        }
+        if let Some(id) = meta.get("_id") {
+            item["_id"] = id.clone();
+        }
+        items.push(json!({ op: item }));
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({"took": 1, "errors": true, "items": items}),
+    )
+}
