@@ -10,7 +10,7 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{info, info_span, warn, Instrument};
 
 use crate::config::Config;
 use crate::http::{self, HttpState};
@@ -22,8 +22,15 @@ use crate::sink::{self, Sink};
 
 /// Runs the daemon until a termination signal, then drains and exits.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let instance = config.instance.resolved_id();
+    run_instance(config, &instance)
+        .instrument(info_span!("logingest", instance = %instance))
+        .await
+}
+
+async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
     let mut registry = Registry::default();
-    let metrics = Metrics::new(&mut registry);
+    let metrics = Metrics::new(&mut registry, instance);
     let root = CancellationToken::new();
 
     let listener = TcpListener::bind(config.http.listen)
@@ -37,7 +44,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.batch.max_in_flight,
         metrics.clone(),
     ));
-    let (consumer, events) = consumer::create(&config.kafka, metrics.clone())
+    let (consumer, events) = consumer::create(&config.kafka, instance, metrics.clone())
         .context("cannot create the Kafka consumer")?;
     // The group thread outlives the tasks: revocations during the drain
     // still need serving.
@@ -52,7 +59,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics.clone(),
         publish,
     );
-    let watcher = tokio::spawn(watcher.run(root.child_token()));
+    let watcher = tokio::spawn(watcher.run(root.child_token()).in_current_span());
 
     let http_state = Arc::new(HttpState {
         metrics: registry,
@@ -79,7 +86,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         root.clone(),
     );
-    let reconciler = tokio::spawn(reconciler.run(registry_rx, events, config.shutdown.timeout));
+    let reconciler = tokio::spawn(
+        reconciler
+            .run(registry_rx, events, config.shutdown.timeout)
+            .in_current_span(),
+    );
 
     wait_for_signal().await;
     info!(timeout = ?config.shutdown.timeout, "shutting down: flushing and committing");

@@ -17,6 +17,8 @@ pub const ENV_ETCD_ENDPOINTS: &str = "LOGINGEST_ETCD_ENDPOINTS";
 pub const ENV_KAFKA_BROKERS: &str = "LOGINGEST_KAFKA_BROKERS";
 /// Environment variable overriding `elasticsearch.url`.
 pub const ENV_ES_URL: &str = "LOGINGEST_ES_URL";
+/// Environment variable overriding `instance.id` (e.g. a pod name).
+pub const ENV_INSTANCE_ID: &str = "LOGINGEST_INSTANCE_ID";
 
 /// Errors found while loading or validating the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,8 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// This instance's identity in the fleet.
+    pub instance: InstanceConfig,
     /// Where the topic registry lives.
     pub etcd: EtcdConfig,
     /// The Kafka cluster and consumer group.
@@ -60,6 +64,30 @@ pub struct Config {
     pub http: HttpConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
+}
+
+/// `[instance]`: who this instance is.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InstanceConfig {
+    /// The instance id, used as Kafka `client.id`, in logs and in metrics.
+    /// Default: `<hostname>-<pid>`, which tells two instances on one host
+    /// apart.
+    pub id: Option<String>,
+}
+
+impl InstanceConfig {
+    /// The configured id, or `<hostname>-<pid>`.
+    pub fn resolved_id(&self) -> String {
+        match &self.id {
+            Some(id) => id.clone(),
+            None => format!(
+                "{}-{}",
+                gethostname::gethostname().to_string_lossy(),
+                std::process::id()
+            ),
+        }
+    }
 }
 
 /// `[etcd]`: the topic registry.
@@ -119,6 +147,11 @@ pub struct KafkaConfig {
     /// session timeout.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Static group membership: use `instance.id` as `group.instance.id`,
+    /// so a restarted instance gets its partitions back without a rebalance
+    /// (StatefulSets). Requires an explicit `instance.id`, unique in the
+    /// fleet.
+    pub static_membership: bool,
     /// Raw librdkafka properties, applied last (TLS, SASL, tuning).
     pub options: BTreeMap<String, String>,
 }
@@ -131,6 +164,7 @@ impl Default for KafkaConfig {
             start_from: StartFrom::Earliest,
             commit_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(10),
+            static_membership: false,
             options: BTreeMap::new(),
         }
     }
@@ -331,6 +365,9 @@ impl Config {
         if let Some(v) = lookup(ENV_ES_URL) {
             self.elasticsearch.url = v.trim().to_string();
         }
+        if let Some(v) = lookup(ENV_INSTANCE_ID) {
+            self.instance.id = Some(v.trim().to_string());
+        }
     }
 
     /// Checks invariants that serde cannot express.
@@ -348,7 +385,22 @@ impl Config {
         if self.kafka.group_id.trim().is_empty() {
             return invalid("kafka.group_id must not be empty".into());
         }
-        for key in ["group.id", "bootstrap.servers", "enable.auto.offset.store"] {
+        if let Some(id) = &self.instance.id {
+            if id.trim().is_empty() {
+                return invalid("instance.id must not be empty".into());
+            }
+        }
+        if self.kafka.static_membership && self.instance.id.is_none() {
+            return invalid(
+                "kafka.static_membership needs an explicit instance.id (or LOGINGEST_INSTANCE_ID), unique in the fleet".into(),
+            );
+        }
+        for key in [
+            "group.id",
+            "group.instance.id",
+            "bootstrap.servers",
+            "enable.auto.offset.store",
+        ] {
             if self.kafka.options.contains_key(key) {
                 return invalid(format!(
                     "kafka.options.\"{key}\" is managed by logingest; use the [kafka] keys instead"
@@ -455,6 +507,24 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("drain_timeout"));
+    }
+
+    #[test]
+    fn static_membership_needs_an_explicit_id() {
+        let c = Config::parse("[kafka]\nstatic_membership = true\n").unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("instance.id"));
+        let c = Config::parse("[instance]\nid = \"pod-0\"\n[kafka]\nstatic_membership = true\n")
+            .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.instance.resolved_id(), "pod-0");
+        assert!(Config::default()
+            .instance
+            .resolved_id()
+            .ends_with(&format!("-{}", std::process::id())));
     }
 
     #[test]

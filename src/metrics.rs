@@ -23,6 +23,15 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+/// Label set of the instance info series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabel {
+    /// The instance id.
+    pub instance: String,
+    /// The logingest version.
+    pub version: &'static str,
+}
+
 /// Every metric logingest exports. Cheap to clone (shared handles).
 #[derive(Clone)]
 pub struct Metrics {
@@ -73,7 +82,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Creates the metrics and registers them under the `logingest_` prefix.
-    pub fn new(registry: &mut Registry) -> Self {
+    pub fn new(registry: &mut Registry, instance: &str) -> Self {
         let m = Self {
             documents_read: Family::default(),
             documents_indexed: Family::default(),
@@ -96,7 +105,14 @@ impl Metrics {
             rebalances: Family::default(),
             kafka_errors: Counter::default(),
         };
+        let info = Family::<InstanceLabel, Gauge>::default();
+        info.get_or_create(&InstanceLabel {
+            instance: instance.to_string(),
+            version: env!("CARGO_PKG_VERSION"),
+        })
+        .set(1);
         let r = registry.sub_registry_with_prefix("logingest");
+        r.register("instance_info", "This instance's id and version", info);
         macro_rules! register {
             ($($name:literal => $metric:ident, $help:literal;)*) => {
                 $(r.register($name, $help, m.$metric.clone());)*

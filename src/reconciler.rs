@@ -26,7 +26,7 @@ use rdkafka::consumer::Consumer;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::config::{BatchConfig, KafkaConfig};
 use crate::kafka::{
@@ -175,10 +175,16 @@ impl Reconciler {
     fn apply_snapshot(&mut self, snapshot: RegistrySnapshot) {
         self.apply_registry(snapshot.topics);
         if let Some(received) = snapshot.received {
+            let elapsed = received.elapsed();
             self.parts
                 .metrics
                 .registry_apply_duration
-                .observe(received.elapsed().as_secs_f64());
+                .observe(elapsed.as_secs_f64());
+            info!(
+                revision = snapshot.revision,
+                elapsed_us = elapsed.as_micros() as u64,
+                "registry change applied"
+            );
         }
     }
 
@@ -312,7 +318,7 @@ impl Reconciler {
                     .metrics
                     .topic_stop_duration
                     .observe(elapsed.as_secs_f64());
-                info!(topic = %tp.topic, elapsed = ?elapsed, "removed topic stopped");
+                info!(topic = %tp.topic, elapsed_us = elapsed.as_micros() as u64, "removed topic stopped");
             }
         }
         self.pending_revokes.retain_mut(|revoke| {
@@ -374,7 +380,7 @@ impl Reconciler {
                 .partition_task_starts
                 .get_or_create(&Metrics::topic(&tp.topic))
                 .inc();
-            self.tasks.spawn(task.run(token));
+            self.tasks.spawn(task.run(token).in_current_span());
         }
     }
 }

@@ -193,9 +193,9 @@ impl GroupContext {
 
 /// Builds the librdkafka configuration: logingest's settings, then the
 /// user's `[kafka.options]` (which win).
-pub fn client_config(config: &KafkaConfig) -> ClientConfig {
+pub fn client_config(config: &KafkaConfig, instance_id: &str) -> ClientConfig {
     let mut defaults: BTreeMap<&str, String> = BTreeMap::new();
-    defaults.insert("client.id", "logingest".into());
+    defaults.insert("client.id", instance_id.into());
     defaults.insert("partition.assignment.strategy", "cooperative-sticky".into());
     defaults.insert("enable.partition.eof", "false".into());
     // Find new partitions and topics created after registration quickly.
@@ -208,6 +208,9 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
     }
     for (k, v) in &config.options {
         cfg.set(k, v);
+    }
+    if config.static_membership {
+        cfg.set("group.instance.id", instance_id);
     }
     cfg.set("bootstrap.servers", config.brokers.join(","))
         .set("group.id", &config.group_id)
@@ -231,6 +234,7 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
 /// group events.
 pub fn create(
     config: &KafkaConfig,
+    instance_id: &str,
     metrics: Metrics,
 ) -> KafkaResult<(Arc<LogConsumer>, mpsc::UnboundedReceiver<KafkaEvent>)> {
     let (events, receiver) = mpsc::unbounded_channel();
@@ -242,7 +246,8 @@ pub fn create(
         revoke_timeout: config.drain_timeout + Duration::from_secs(2),
         metrics,
     };
-    let consumer: Arc<LogConsumer> = Arc::new(client_config(config).create_with_context(context)?);
+    let consumer: Arc<LogConsumer> =
+        Arc::new(client_config(config, instance_id).create_with_context(context)?);
     let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
     Ok((consumer, receiver))
 }
@@ -256,9 +261,11 @@ pub fn spawn_group_thread(
     consumer: Arc<LogConsumer>,
     cancel: CancellationToken,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let span = tracing::Span::current();
     std::thread::Builder::new()
         .name("kafka-group".into())
         .spawn(move || {
+            let _entered = span.enter();
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
                 Ok(rt) => rt,
                 Err(e) => {

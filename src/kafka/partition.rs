@@ -152,7 +152,7 @@ impl PartitionTask {
                         first_ack_seen = true;
                         let elapsed = started.elapsed();
                         self.metrics.partition_first_ack_duration.observe(elapsed.as_secs_f64());
-                        debug!(partition = %tp, elapsed = ?elapsed, "first batch acknowledged");
+                        info!(partition = %tp, elapsed_us = elapsed.as_micros() as u64, "first batch acknowledged");
                     }
                 }
                 _ = tokio::time::sleep_until(linger_deadline), if !batch.is_empty() && can_send => {
