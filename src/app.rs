@@ -14,7 +14,7 @@ use tracing::{info, info_span, warn, Instrument};
 
 use crate::config::Config;
 use crate::http::{self, HttpState};
-use crate::kafka::consumer;
+use crate::kafka::{consumer, StatusBoard};
 use crate::metrics::Metrics;
 use crate::reconciler::{Reconciler, ReconcilerParts};
 use crate::registry::watcher::RegistryWatcher;
@@ -44,8 +44,10 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
         config.batch.max_in_flight,
         metrics.clone(),
     ));
-    let (consumer, events) = consumer::create(&config.kafka, instance, metrics.clone())
-        .context("cannot create the Kafka consumer")?;
+    let board = Arc::new(StatusBoard::new(metrics.clone()));
+    let (consumer, events) =
+        consumer::create(&config.kafka, instance, board.clone(), metrics.clone())
+            .context("cannot create the Kafka consumer")?;
     // The group thread outlives the tasks: revocations during the drain
     // still need serving.
     let group_cancel = CancellationToken::new();
@@ -64,6 +66,9 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
     let http_state = Arc::new(HttpState {
         metrics: registry,
         registry: registry_rx.clone(),
+        board: board.clone(),
+        instance: instance.to_string(),
+        group_id: config.kafka.group_id.clone(),
     });
     let http_cancel = CancellationToken::new();
     let http_task = tokio::spawn(http::serve(listener, http_state, http_cancel.clone()));
@@ -82,6 +87,7 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
             sink,
             kafka: config.kafka.clone(),
             batch: config.batch.clone(),
+            board,
             metrics,
         },
         root.clone(),

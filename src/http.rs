@@ -1,4 +1,4 @@
-//! The HTTP endpoint: `/healthz`, `/readyz` and `/metrics`.
+//! The HTTP endpoint: `/healthz`, `/readyz`, `/metrics` and `/status`.
 
 use std::sync::Arc;
 
@@ -6,12 +6,15 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
 use prometheus_client::registry::Registry;
+use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::kafka::status::PartitionReport;
+use crate::kafka::StatusBoard;
 use crate::registry::watcher::RegistrySnapshot;
 
 /// What the handlers read.
@@ -21,6 +24,27 @@ pub struct HttpState {
     /// The registry state published by the watcher (`None` until the first
     /// successful read of etcd).
     pub registry: watch::Receiver<Option<RegistrySnapshot>>,
+    /// The partitions this instance owns.
+    pub board: Arc<StatusBoard>,
+    /// This instance's id.
+    pub instance: String,
+    /// The consumer group.
+    pub group_id: String,
+}
+
+/// The body of `GET /status`.
+#[derive(Serialize)]
+pub struct StatusReport {
+    /// This instance's id.
+    pub instance: String,
+    /// The consumer group.
+    pub group_id: String,
+    /// etcd revision of the registry in force (`None` before the first read).
+    pub registry_revision: Option<i64>,
+    /// Registered topics.
+    pub topics: Vec<String>,
+    /// Partitions assigned to this instance.
+    pub partitions: Vec<PartitionReport>,
 }
 
 /// The router, separate from serving so that it can be tested.
@@ -29,6 +53,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/status", get(status))
         .with_state(state)
 }
 
@@ -58,6 +83,20 @@ async fn readyz(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
             "not ready: the registry has not been read from etcd yet\n".to_string(),
         ),
     }
+}
+
+async fn status(State(state): State<Arc<HttpState>>) -> Json<StatusReport> {
+    let (registry_revision, topics) = match state.registry.borrow().as_ref() {
+        Some(s) => (Some(s.revision), s.topics.keys().cloned().collect()),
+        None => (None, Vec::new()),
+    };
+    Json(StatusReport {
+        instance: state.instance.clone(),
+        group_id: state.group_id.clone(),
+        registry_revision,
+        topics,
+        partitions: state.board.report(),
+    })
 }
 
 async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {

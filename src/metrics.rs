@@ -16,6 +16,25 @@ pub struct TopicLabel {
     pub topic: String,
 }
 
+/// Label set of per-partition series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    /// The Kafka topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+}
+
+impl PartitionLabel {
+    /// The labels of a topic-partition.
+    pub fn of(tp: &crate::kafka::TopicPartition) -> Self {
+        Self {
+            topic: tp.topic.to_string(),
+            partition: tp.partition,
+        }
+    }
+}
+
 /// Label set of outcome series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -49,6 +68,8 @@ pub struct Metrics {
     pub bulk_request_duration: Histogram,
     /// Bytes of documents read from Kafka and not yet acknowledged.
     pub buffered_bytes: Gauge,
+    /// Messages not yet acknowledged, per assigned partition.
+    pub partition_lag: Family<PartitionLabel, Gauge>,
     /// Partition tasks running now.
     pub partition_tasks: Gauge,
     /// Topics the registry asks for now.
@@ -91,6 +112,7 @@ impl Metrics {
             bulk_requests: Family::default(),
             bulk_request_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             buffered_bytes: Gauge::default(),
+            partition_lag: Family::default(),
             partition_tasks: Gauge::default(),
             registry_topics: Gauge::default(),
             registry_changes_applied: Counter::default(),
@@ -127,6 +149,7 @@ impl Metrics {
             "bulk_request_duration_seconds" => bulk_request_duration, "Latency of Elasticsearch bulk requests";
             "buffered_bytes" => buffered_bytes, "Bytes read from Kafka and not yet acknowledged by Elasticsearch";
             "partition_tasks" => partition_tasks, "Partition tasks running";
+            "partition_lag" => partition_lag, "Messages not yet acknowledged (high watermark minus acknowledged offset)";
             "partition_task_starts" => partition_task_starts, "Partition tasks started";
             "registry_topics" => registry_topics, "Topics in the registry";
             "registry_changes_applied" => registry_changes_applied, "Registry changes applied";

@@ -30,7 +30,8 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::config::{BatchConfig, KafkaConfig};
 use crate::kafka::{
-    KafkaEvent, LogConsumer, PartitionQueue, PartitionTask, TaskExit, TopicPartition,
+    KafkaEvent, LogConsumer, PartitionQueue, PartitionStatus, PartitionTask, StatusBoard, TaskExit,
+    TopicPartition,
 };
 use crate::metrics::Metrics;
 use crate::registry::watcher::RegistrySnapshot;
@@ -40,6 +41,7 @@ use crate::sink::Sink;
 /// A partition currently assigned to this member.
 struct Assigned {
     queue: Arc<PartitionQueue>,
+    status: Arc<PartitionStatus>,
     task: Option<RunningTask>,
     /// Where the next task must seek to (a previous one left unacked reads).
     resume_from: Option<i64>,
@@ -68,6 +70,8 @@ pub struct ReconcilerParts {
     pub kafka: KafkaConfig,
     /// `[batch]`.
     pub batch: BatchConfig,
+    /// What this instance owns, for `/status`.
+    pub board: Arc<StatusBoard>,
     /// Metrics.
     pub metrics: Metrics,
 }
@@ -251,10 +255,12 @@ impl Reconciler {
                             task.token.cancel();
                         }
                     }
+                    let status = self.parts.board.assign(&tp);
                     self.assigned.insert(
                         tp,
                         Assigned {
                             queue: Arc::new(queue),
+                            status,
                             task: None,
                             resume_from: None,
                             revoked: false,
@@ -277,6 +283,7 @@ impl Reconciler {
                         }
                         None => {
                             self.assigned.remove(&tp);
+                            self.parts.board.unassign(&tp);
                         }
                     }
                 }
@@ -306,6 +313,7 @@ impl Reconciler {
                 slot.resume_from = exit.resume_from;
                 if slot.revoked {
                     self.assigned.remove(&tp);
+                    self.parts.board.unassign(&tp);
                 }
             }
         }
@@ -369,6 +377,7 @@ impl Reconciler {
                 batch: self.parts.batch.clone(),
                 drain_timeout: self.parts.kafka.drain_timeout,
                 resume_from: slot.resume_from.take(),
+                status: slot.status.clone(),
                 metrics: self.parts.metrics.clone(),
             };
             slot.task = Some(RunningTask {

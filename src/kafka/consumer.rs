@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::status::StatusBoard;
 use crate::config::{KafkaConfig, StartFrom};
 use crate::metrics::{Metrics, OutcomeLabel};
 
@@ -82,6 +83,7 @@ impl fmt::Debug for KafkaEvent {
 /// The rdkafka context: turns callbacks into [`KafkaEvent`]s.
 pub struct GroupContext {
     events: mpsc::UnboundedSender<KafkaEvent>,
+    board: Arc<StatusBoard>,
     consumer: OnceLock<Weak<LogConsumer>>,
     revoke_timeout: Duration,
     metrics: Metrics,
@@ -116,6 +118,18 @@ impl ClientContext for GroupContext {
         }
     }
 
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // -1 is librdkafka's internal "unassigned" partition.
+                if *partition >= 0 && p.hi_offset >= 0 {
+                    self.board
+                        .set_high_watermark(topic, *partition, p.hi_offset);
+                }
+            }
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         self.metrics.kafka_errors.inc();
         warn!(error = %error, reason, "kafka client error");
@@ -136,7 +150,14 @@ impl ConsumerContext for GroupContext {
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         match result {
-            Ok(()) => debug!(partitions = offsets.count(), "offsets committed"),
+            Ok(()) => {
+                for e in offsets.elements() {
+                    if let rdkafka::Offset::Offset(next) = e.offset() {
+                        self.board.set_committed(e.topic(), e.partition(), next);
+                    }
+                }
+                debug!(partitions = offsets.count(), "offsets committed");
+            }
             // Nothing stored since the last commit: not a failure.
             Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => warn!(error = %e, "offset commit failed; it is retried at the next interval"),
@@ -202,6 +223,8 @@ pub fn client_config(config: &KafkaConfig, instance_id: &str) -> ClientConfig {
     defaults.insert("topic.metadata.refresh.interval.ms", "10000".into());
     // Prefetch per partition (queues are split): bounds memory per partition.
     defaults.insert("queued.max.messages.kbytes", "8192".into());
+    // High watermarks for the lag metric and /status.
+    defaults.insert("statistics.interval.ms", "5000".into());
     let mut cfg = ClientConfig::new();
     for (k, v) in defaults {
         cfg.set(k, v);
@@ -235,11 +258,13 @@ pub fn client_config(config: &KafkaConfig, instance_id: &str) -> ClientConfig {
 pub fn create(
     config: &KafkaConfig,
     instance_id: &str,
+    board: Arc<StatusBoard>,
     metrics: Metrics,
 ) -> KafkaResult<(Arc<LogConsumer>, mpsc::UnboundedReceiver<KafkaEvent>)> {
     let (events, receiver) = mpsc::unbounded_channel();
     let context = GroupContext {
         events,
+        board,
         consumer: OnceLock::new(),
         // A little above the tasks' own drain deadline, so they normally
         // finish first.

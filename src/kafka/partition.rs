@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::consumer::{LogConsumer, PartitionQueue, TopicPartition};
+use super::status::{PartitionState, PartitionStatus};
 use crate::config::BatchConfig;
 use crate::document::Record;
 use crate::metrics::Metrics;
@@ -64,6 +65,8 @@ pub struct PartitionTask {
     pub drain_timeout: Duration,
     /// Seek here before reading (a previous task left unacknowledged reads).
     pub resume_from: Option<i64>,
+    /// The partition's entry on the status board.
+    pub status: Arc<PartitionStatus>,
     /// Metrics.
     pub metrics: Metrics,
 }
@@ -112,6 +115,7 @@ impl PartitionTask {
     /// Runs until `cancel` fires, then drains and commits.
     pub async fn run(self, cancel: CancellationToken) -> TaskExit {
         let _running = GaugeGuard::new(&self.metrics.partition_tasks, 1);
+        self.status.set_state(PartitionState::Running);
         let tp = self.partition.clone();
         let mut progress = Progress::default();
         if let Some(offset) = self.resume_from {
@@ -123,6 +127,7 @@ impl PartitionTask {
                 });
             }
         }
+        self.load_committed_offset();
         info!(partition = %tp, index = %self.settings.index, "partition task started");
         let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
         let mut batch = Batch::new(tp.topic.clone(), tp.partition);
@@ -181,6 +186,7 @@ impl PartitionTask {
                         read_counter.inc();
                         progress.first_read.get_or_insert(record.offset);
                         progress.read_next = Some(record.offset + 1);
+                        self.status.set_read(record.offset + 1);
                     }
                     Err(e) => {
                         consecutive_errors += 1;
@@ -195,8 +201,32 @@ impl PartitionTask {
                 },
             }
         }
+        self.status.set_state(PartitionState::Stopping);
         self.drain(batch, in_flight, &mut progress).await;
+        self.status.set_state(PartitionState::Idle);
         self.exit(progress)
+    }
+
+    /// Fetches the group's committed offset for `/status` and the lag,
+    /// without delaying the start.
+    fn load_committed_offset(&self) {
+        let consumer = self.consumer.clone();
+        let status = self.status.clone();
+        let tp = self.partition.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&tp.topic, tp.partition);
+            match consumer.committed_offsets(tpl, SEEK_TIMEOUT) {
+                Ok(committed) => {
+                    for e in committed.elements() {
+                        if let Offset::Offset(next) = e.offset() {
+                            status.set_committed(next);
+                        }
+                    }
+                }
+                Err(e) => debug!(partition = %tp, error = %e, "cannot fetch the committed offset"),
+            }
+        });
     }
 
     fn exit(&self, progress: Progress) -> TaskExit {
@@ -235,6 +265,7 @@ impl PartitionTask {
         }
         let next = last + 1;
         progress.acked_next = Some(next);
+        self.status.acknowledged(next, outcome.delivered as u64);
         let mut tpl = TopicPartitionList::new();
         if let Err(e) = tpl.add_partition_offset(
             &self.partition.topic,
