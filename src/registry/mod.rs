@@ -236,7 +236,12 @@ impl RegistryState {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    if let Some(previous) = self.entries.get(&key_text) {
+                    // Only a UTF-8 key can have a previous entry; a lossy
+                    // name could collide with another key's.
+                    let previous = std::str::from_utf8(key)
+                        .ok()
+                        .and_then(|k| self.entries.get(k));
+                    if let Some(previous) = previous {
                         fresh.insert(key_text.clone(), previous.clone());
                     }
                     errors.push((key_text, e));
