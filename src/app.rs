@@ -18,6 +18,7 @@ use crate::kafka::{consumer, StatusBoard};
 use crate::metrics::Metrics;
 use crate::reconciler::{Reconciler, ReconcilerParts};
 use crate::registry::watcher::RegistryWatcher;
+use crate::sink::dead_letter::DeadLetters;
 use crate::sink::{self, Sink};
 
 /// Runs the daemon until a termination signal, then drains and exits.
@@ -37,6 +38,16 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", config.http.listen))?;
     let es = sink::client::build(&config.elasticsearch)?;
+    let dead_letters = Arc::new(
+        DeadLetters::new(
+            &config.dead_letter,
+            &config.kafka,
+            es.clone(),
+            config.retry.clone(),
+            metrics.clone(),
+        )
+        .context("cannot create the dead-letter producer")?,
+    );
     let sink = Arc::new(Sink::new(
         es,
         &config.elasticsearch,
@@ -88,6 +99,7 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
             kafka: config.kafka.clone(),
             batch: config.batch.clone(),
             board,
+            dead_letters,
             metrics,
         },
         root.clone(),

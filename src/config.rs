@@ -64,6 +64,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
+    /// Where documents Elasticsearch rejects for good are sent.
+    pub dead_letter: DeadLetterConfig,
 }
 
 /// `[instance]`: who this instance is.
@@ -225,6 +227,41 @@ impl Default for BatchConfig {
             linger: Duration::from_millis(200),
             max_in_flight_per_partition: 2,
             max_in_flight: 8,
+        }
+    }
+}
+
+/// Where dead letters go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeadLetterDestination {
+    /// A Kafka topic per source topic (`dead_letter.topic`).
+    Kafka,
+    /// One Elasticsearch index (`dead_letter.index`).
+    Elasticsearch,
+    /// Nowhere: rejected documents are only logged and counted.
+    None,
+}
+
+/// `[dead_letter]`: documents Elasticsearch rejected for good.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadLetterConfig {
+    /// `kafka` (default), `elasticsearch` or `none`.
+    pub destination: DeadLetterDestination,
+    /// Kafka topic of the dead letters; `{topic}` is the source topic. The
+    /// topic must exist or the brokers must auto-create topics.
+    pub topic: String,
+    /// Elasticsearch index of the dead letters.
+    pub index: String,
+}
+
+impl Default for DeadLetterConfig {
+    fn default() -> Self {
+        Self {
+            destination: DeadLetterDestination::Kafka,
+            topic: "{topic}.dlq".into(),
+            index: "logingest-dead-letters".into(),
         }
     }
 }
@@ -431,6 +468,17 @@ impl Config {
         }
         if self.elasticsearch.max_item_attempts == 0 {
             return invalid("elasticsearch.max_item_attempts must be at least 1".into());
+        }
+        if self.dead_letter.destination == DeadLetterDestination::Kafka
+            && !self.dead_letter.topic.contains("{topic}")
+        {
+            // One topic for all: fine, but it must still be a legal name.
+            crate::registry::validate_topic(&self.dead_letter.topic)
+                .map_err(|e| ConfigError::Invalid(format!("dead_letter.topic: {e}")))?;
+        }
+        if self.dead_letter.destination == DeadLetterDestination::Elasticsearch {
+            crate::registry::validate_index(&self.dead_letter.index)
+                .map_err(|e| ConfigError::Invalid(format!("dead_letter.index: {e}")))?;
         }
         let b = &self.batch;
         if b.max_documents == 0 || b.max_bytes == 0 {

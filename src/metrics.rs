@@ -60,6 +60,8 @@ pub struct Metrics {
     pub documents_indexed: Family<TopicLabel, Counter>,
     /// Documents given up after permanent rejections, per topic.
     pub documents_failed: Family<TopicLabel, Counter>,
+    /// Documents sent to the dead-letter destination, per topic.
+    pub documents_dead_lettered: Family<TopicLabel, Counter>,
     /// Documents sent again after a retryable item error, per topic.
     pub documents_retried: Family<TopicLabel, Counter>,
     /// `_bulk` requests by outcome.
@@ -70,6 +72,8 @@ pub struct Metrics {
     pub buffered_bytes: Gauge,
     /// Messages not yet acknowledged, per assigned partition.
     pub partition_lag: Family<PartitionLabel, Gauge>,
+    /// Partitions whose fetching is paused because the sink cannot keep up.
+    pub partitions_paused: Gauge,
     /// Partition tasks running now.
     pub partition_tasks: Gauge,
     /// Topics the registry asks for now.
@@ -109,10 +113,12 @@ impl Metrics {
             documents_indexed: Family::default(),
             documents_failed: Family::default(),
             documents_retried: Family::default(),
+            documents_dead_lettered: Family::default(),
             bulk_requests: Family::default(),
             bulk_request_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             buffered_bytes: Gauge::default(),
             partition_lag: Family::default(),
+            partitions_paused: Gauge::default(),
             partition_tasks: Gauge::default(),
             registry_topics: Gauge::default(),
             registry_changes_applied: Counter::default(),
@@ -145,10 +151,12 @@ impl Metrics {
             "documents_indexed" => documents_indexed, "Documents acknowledged by Elasticsearch";
             "documents_failed" => documents_failed, "Documents permanently rejected by Elasticsearch";
             "documents_retried" => documents_retried, "Documents sent again after a retryable item error";
+            "documents_dead_lettered" => documents_dead_lettered, "Documents sent to the dead-letter destination";
             "bulk_requests" => bulk_requests, "Bulk requests by outcome";
             "bulk_request_duration_seconds" => bulk_request_duration, "Latency of Elasticsearch bulk requests";
             "buffered_bytes" => buffered_bytes, "Bytes read from Kafka and not yet acknowledged by Elasticsearch";
             "partition_tasks" => partition_tasks, "Partition tasks running";
+            "partitions_paused" => partitions_paused, "Partitions paused because the sink cannot keep up";
             "partition_lag" => partition_lag, "Messages not yet acknowledged (high watermark minus acknowledged offset)";
             "partition_task_starts" => partition_task_starts, "Partition tasks started";
             "registry_topics" => registry_topics, "Topics in the registry";

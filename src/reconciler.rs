@@ -36,6 +36,7 @@ use crate::kafka::{
 use crate::metrics::Metrics;
 use crate::registry::watcher::RegistrySnapshot;
 use crate::registry::{DesiredTopics, TopicSettings};
+use crate::sink::dead_letter::DeadLetters;
 use crate::sink::Sink;
 
 /// A partition currently assigned to this member.
@@ -72,6 +73,8 @@ pub struct ReconcilerParts {
     pub batch: BatchConfig,
     /// What this instance owns, for `/status`.
     pub board: Arc<StatusBoard>,
+    /// Where documents rejected for good go.
+    pub dead_letters: Arc<DeadLetters>,
     /// Metrics.
     pub metrics: Metrics,
 }
@@ -378,6 +381,7 @@ impl Reconciler {
                 drain_timeout: self.parts.kafka.drain_timeout,
                 resume_from: slot.resume_from.take(),
                 status: slot.status.clone(),
+                dead_letters: self.parts.dead_letters.clone(),
                 metrics: self.parts.metrics.clone(),
             };
             slot.task = Some(RunningTask {

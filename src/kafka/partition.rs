@@ -28,10 +28,15 @@ use crate::config::BatchConfig;
 use crate::document::Record;
 use crate::metrics::Metrics;
 use crate::registry::TopicSettings;
+use crate::sink::dead_letter::DeadLetters;
 use crate::sink::{Batch, BatchOutcome, Sink};
 
 /// How long a seek may take before it is tried again.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a task may be unable to take more messages (its requests are
+/// failing or slow) before it pauses fetching of its partition.
+const PAUSE_AFTER: Duration = Duration::from_millis(500);
 
 /// What a finished task leaves behind for the next one on the same queue.
 #[derive(Debug)]
@@ -67,6 +72,8 @@ pub struct PartitionTask {
     pub resume_from: Option<i64>,
     /// The partition's entry on the status board.
     pub status: Arc<PartitionStatus>,
+    /// Where documents rejected for good go.
+    pub dead_letters: Arc<DeadLetters>,
     /// Metrics.
     pub metrics: Metrics,
 }
@@ -133,6 +140,9 @@ impl PartitionTask {
         let mut batch = Batch::new(tp.topic.clone(), tp.partition);
         let mut linger_deadline = Instant::now();
         let mut consecutive_errors = 0u32;
+        let mut blocked_since: Option<Instant> = None;
+        let mut paused: Option<GaugeGuard> = None;
+        self.set_paused(false);
         let started = Instant::now();
         let mut first_ack_seen = false;
         let read_counter = self
@@ -148,9 +158,27 @@ impl PartitionTask {
                 self.send(&mut batch, &mut in_flight);
                 continue;
             }
+            // Back-pressure: while the sink cannot take more, stop fetching
+            // instead of letting the client buffer ahead.
+            if full {
+                let since = *blocked_since.get_or_insert_with(Instant::now);
+                if paused.is_none() && since.elapsed() >= PAUSE_AFTER {
+                    self.set_paused(true);
+                    paused = Some(GaugeGuard::new(&self.metrics.partitions_paused, 1));
+                }
+            } else {
+                blocked_since = None;
+                if paused.take().is_some() {
+                    self.set_paused(false);
+                }
+            }
+            let pause_check = blocked_since
+                .map(|s| s + PAUSE_AFTER)
+                .unwrap_or_else(Instant::now);
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep_until(pause_check), if full && paused.is_none() => {}
                 Some((last, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                     self.acknowledge(last, outcome, &mut progress);
                     if !first_ack_seen {
@@ -229,6 +257,26 @@ impl PartitionTask {
         });
     }
 
+    /// Pauses or resumes fetching of the partition.
+    fn set_paused(&self, pause: bool) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.partition.topic, self.partition.partition);
+        let result = if pause {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        match result {
+            Ok(()) if pause => {
+                info!(partition = %self.partition, "sink is not keeping up; paused fetching")
+            }
+            Ok(()) => debug!(partition = %self.partition, "fetching resumed"),
+            Err(e) => {
+                warn!(partition = %self.partition, pause, error = %e, "cannot pause/resume partition")
+            }
+        }
+    }
+
     fn exit(&self, progress: Progress) -> TaskExit {
         TaskExit {
             partition: self.partition.clone(),
@@ -246,23 +294,19 @@ impl PartitionTask {
             return;
         };
         let sink = self.sink.clone();
-        let buffered = GaugeGuard::new(&self.metrics.buffered_bytes, full.bytes() as i64);
+        let dead_letters = self.dead_letters.clone();
+        let buffered = GaugeGuard::new(&self.metrics.buffered_bytes, full.memory() as i64);
         in_flight.push_back(Box::pin(async move {
             let outcome = sink.send(&full).await;
+            if !outcome.rejected.is_empty() {
+                dead_letters.send(&full, &outcome.rejected).await;
+            }
             drop(buffered);
             (last, outcome)
         }));
     }
 
     fn acknowledge(&self, last: i64, outcome: BatchOutcome, progress: &mut Progress) {
-        for rejected in &outcome.rejected {
-            error!(
-                partition = %self.partition,
-                offset = rejected.offset,
-                reason = %rejected.reason,
-                "document rejected by Elasticsearch; skipping it"
-            );
-        }
         let next = last + 1;
         progress.acked_next = Some(next);
         self.status.acknowledged(next, outcome.delivered as u64);

@@ -14,6 +14,8 @@ pub struct Batch {
     partition: i32,
     body: Vec<u8>,
     docs: Vec<DocSpan>,
+    /// The records' raw keys and values, for dead-lettering them unchanged.
+    raw: Vec<u8>,
 }
 
 /// Where one document's two lines sit in the body.
@@ -21,6 +23,19 @@ pub struct Batch {
 struct DocSpan {
     offset: i64,
     lines: Range<usize>,
+    key: Option<Range<usize>>,
+    value: Option<Range<usize>>,
+}
+
+/// A record of the batch as it was read from Kafka.
+#[derive(Debug, Clone, Copy)]
+pub struct RawRecord<'a> {
+    /// Its offset.
+    pub offset: i64,
+    /// Its key.
+    pub key: Option<&'a [u8]>,
+    /// Its value.
+    pub value: Option<&'a [u8]>,
 }
 
 impl Batch {
@@ -31,6 +46,7 @@ impl Batch {
             partition,
             body: Vec::new(),
             docs: Vec::new(),
+            raw: Vec::new(),
         }
     }
 
@@ -46,11 +62,37 @@ impl Batch {
             self.body.truncate(start);
             return Err(e);
         }
+        let mut keep = |bytes: Option<&[u8]>| {
+            bytes.map(|b| {
+                let start = self.raw.len();
+                self.raw.extend_from_slice(b);
+                start..self.raw.len()
+            })
+        };
+        let key = keep(record.key);
+        let value = keep(record.value);
         self.docs.push(DocSpan {
             offset: record.offset,
             lines: start..self.body.len(),
+            key,
+            value,
         });
         Ok(())
+    }
+
+    /// The record at `position` as read from Kafka.
+    pub fn raw(&self, position: usize) -> RawRecord<'_> {
+        let doc = &self.docs[position];
+        RawRecord {
+            offset: doc.offset,
+            key: doc.key.clone().map(|r| &self.raw[r]),
+            value: doc.value.clone().map(|r| &self.raw[r]),
+        }
+    }
+
+    /// Position of the document with `offset`.
+    pub fn position_of(&self, offset: i64) -> Option<usize> {
+        self.docs.binary_search_by_key(&offset, |d| d.offset).ok()
     }
 
     /// The topic of every document in the batch.
@@ -76,6 +118,11 @@ impl Batch {
     /// Size of the encoded body.
     pub fn bytes(&self) -> usize {
         self.body.len()
+    }
+
+    /// Memory held: the body and the raw records.
+    pub fn memory(&self) -> usize {
+        self.body.len() + self.raw.len()
     }
 
     /// Offset of the last document.
@@ -141,5 +188,9 @@ mod tests {
         assert!(!subset.contains("t-0-1"));
         let source: serde_json::Value = serde_json::from_slice(batch.source_of(1)).unwrap();
         assert_eq!(source["message"], "line 1");
+        assert_eq!(batch.raw(2).value, Some(&b"line 2"[..]));
+        assert_eq!(batch.raw(2).key, None);
+        assert_eq!(batch.position_of(1), Some(1));
+        assert_eq!(batch.position_of(7), None);
     }
 }

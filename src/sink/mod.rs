@@ -14,6 +14,7 @@
 pub mod batch;
 pub mod bulk;
 pub mod client;
+pub mod dead_letter;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -188,6 +188,22 @@ pub struct Stack {
 impl Stack {
     /// Starts the three servers on free ports.
     pub fn start() -> Self {
+        Self::start_advertising(None)
+    }
+
+    /// Starts the stack with the broker reached through a [`TcpProxy`]
+    /// (which it advertises), so the test can cut the client's link to
+    /// Kafka while the broker keeps its data. `stack.brokers` is the proxy.
+    pub async fn start_with_kafka_link() -> (Self, tcp_proxy::TcpProxy) {
+        let kafka_port = free_port();
+        let link = tcp_proxy::TcpProxy::start(&format!("127.0.0.1:{kafka_port}")).await;
+        let mut stack = Self::start_advertising(Some((kafka_port, link.port)));
+        stack.brokers = format!("127.0.0.1:{}", link.port);
+        (stack, link)
+    }
+
+    /// `kafka`: the broker's listening port and the port it advertises.
+    fn start_advertising(kafka: Option<(u16, u16)>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let (etcd_port, peer_port) = (free_port(), free_port());
         let data = dir.path().join("etcd");
@@ -217,7 +233,10 @@ impl Stack {
                 c
             }),
         );
-        let kafka_port = free_port();
+        let (kafka_port, advertised_port) = kafka.unwrap_or_else(|| {
+            let p = free_port();
+            (p, p)
+        });
         let tansu = stack_bin("tansu", "LOGINGEST_TANSU_BIN");
         let kafka = Server::new(
             "tansu",
@@ -225,13 +244,14 @@ impl Stack {
             dir.path().join("tansu.log"),
             Box::new(move || {
                 let url = format!("tcp://127.0.0.1:{kafka_port}");
+                let advertised = format!("tcp://127.0.0.1:{advertised_port}");
                 let mut c = Command::new(&tansu);
                 c.args([
                     "broker",
                     "--listener-url",
                     &url,
                     "--advertised-listener-url",
-                    &url,
+                    &advertised,
                 ])
                 .args(["--storage-engine", "memory://tansu/"]);
                 c
@@ -333,29 +353,7 @@ impl Stack {
         partitions: i32,
         records: &[(Option<Vec<u8>>, Vec<u8>)],
     ) -> Vec<String> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("linger.ms", "5")
-            .create()
-            .expect("producer");
-        let mut ids = Vec::new();
-        for (i, (key, value)) in records.iter().enumerate() {
-            let mut record = FutureRecord::to(topic)
-                .payload(value)
-                .partition(i as i32 % partitions);
-            if let Some(key) = key {
-                record = record.key(key);
-            }
-            let delivery = producer
-                .send(record, Duration::from_secs(10))
-                .await
-                .unwrap_or_else(|(e, _)| panic!("produce to {topic}: {e}"));
-            ids.push(format!(
-                "{topic}-{}-{}",
-                delivery.partition, delivery.offset
-            ));
-        }
-        ids
+        produce_to(&self.brokers, topic, partitions, records).await
     }
 
     /// Produces `count` plain lines; returns their `_id`s.
@@ -495,10 +493,92 @@ impl Stack {
             ids.len() as u64,
             "document count of {index}"
         );
-        let docs = self.documents(index).await;
-        let got: BTreeSet<&String> = docs.keys().collect();
-        assert_eq!(got, expected, "document ids of {index}");
+        // Look every expected id up (in pages: search results are capped
+        // at 10 000): all present and the count equal means no extras.
+        let mut found = BTreeSet::new();
+        for chunk in ids.chunks(5000) {
+            let body: Value = self
+                .http
+                .post(format!("{}/{index}/_search", self.es_url))
+                .json(&serde_json::json!({
+                    "size": chunk.len(),
+                    "_source": false,
+                    "query": {"ids": {"values": chunk}}
+                }))
+                .send()
+                .await
+                .expect("search")
+                .json()
+                .await
+                .expect("search reply");
+            for hit in body["hits"]["hits"].as_array().into_iter().flatten() {
+                found.insert(hit["_id"].as_str().unwrap_or_default().to_string());
+            }
+        }
+        let missing: Vec<&&String> = expected
+            .iter()
+            .filter(|id| !found.contains(**id))
+            .take(20)
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{index} lacks {} of {} expected documents, e.g. {missing:?}",
+            expected.len() - found.len().min(expected.len()),
+            expected.len()
+        );
     }
+}
+
+/// Produces `records` round robin over `partitions` and returns the `_id`
+/// of each, in order, from the delivery reports.
+pub async fn produce_to(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    records: &[(Option<Vec<u8>>, Vec<u8>)],
+) -> Vec<String> {
+    produce_to_with(brokers, topic, partitions, records, &[]).await
+}
+
+/// [`produce_to`] with extra producer properties.
+pub async fn produce_to_with(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    records: &[(Option<Vec<u8>>, Vec<u8>)],
+    properties: &[(&str, &str)],
+) -> Vec<String> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000");
+    for (k, v) in properties {
+        config.set(*k, *v);
+    }
+    let producer: FutureProducer = config.create().expect("producer");
+    let mut ids = Vec::with_capacity(records.len());
+    for (chunk_index, chunk) in records.chunks(1000).enumerate() {
+        let mut deliveries = Vec::with_capacity(chunk.len());
+        for (i, (key, value)) in chunk.iter().enumerate() {
+            let n = (chunk_index * 1000 + i) as i32;
+            let mut record = FutureRecord::to(topic)
+                .payload(value)
+                .partition(n % partitions);
+            if let Some(key) = key {
+                record = record.key(key);
+            }
+            deliveries.push(producer.send(record, Duration::from_secs(30)));
+        }
+        for delivery in futures::future::join_all(deliveries).await {
+            let delivery = delivery.unwrap_or_else(|(e, _)| panic!("produce to {topic}: {e}"));
+            ids.push(format!(
+                "{topic}-{}-{}",
+                delivery.partition, delivery.offset
+            ));
+        }
+    }
+    ids
 }
 
 /// Options of a logingest instance under test.
@@ -507,9 +587,16 @@ pub struct Options {
     pub group: String,
     /// etcd endpoint to use instead of the stack's (e.g. a TcpProxy).
     pub etcd_url: Option<String>,
+    /// Elasticsearch URL to use instead of the stack's (e.g. a FaultProxy).
+    pub es_url: Option<String>,
+    /// Extra lines of the `[batch]` section.
+    pub batch: String,
     /// Extra TOML appended to the generated config.
     pub extra: String,
     pub linger: &'static str,
+    /// Log one JSON object per line (`--log-format json`, the flag of
+    /// `LOGINGEST_LOG_FORMAT=json`) instead of text.
+    pub json_logs: bool,
 }
 
 impl Default for Options {
@@ -517,8 +604,11 @@ impl Default for Options {
         Self {
             group: unique("group"),
             etcd_url: None,
+            es_url: None,
+            batch: String::new(),
             extra: String::new(),
             linger: "50ms",
+            json_logs: false,
         }
     }
 }
@@ -558,6 +648,7 @@ url = "{es}"
 
 [batch]
 linger = "{linger}"
+{batch}
 
 [retry]
 initial_backoff = "50ms"
@@ -573,21 +664,31 @@ timeout = "15s"
             etcd = options.etcd_url.as_ref().unwrap_or(&stack.etcd_url),
             brokers = stack.brokers,
             group = options.group,
-            es = stack.es_url,
+            es = options.es_url.as_ref().unwrap_or(&stack.es_url),
+            batch = options.batch,
             linger = options.linger,
             extra = options.extra,
         );
         std::fs::write(&config, text).expect("write config");
-        Self::start_with_config(stack, &config, port, &name)
+        Self::launch(stack, &config, port, &name, options.json_logs)
     }
 
     /// Starts the binary with an existing config file whose HTTP port is
     /// `port`.
     pub fn start_with_config(stack: &Stack, config: &Path, port: u16, name: &str) -> Self {
+        Self::launch(stack, config, port, name, false)
+    }
+
+    fn launch(stack: &Stack, config: &Path, port: u16, name: &str, json_logs: bool) -> Self {
         let log = stack.dir.path().join(format!("{name}.log"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_logingest"));
         cmd.args(["run", "--config"]).arg(config);
         cmd.env("RUST_LOG", "info,logingest=debug");
+        if json_logs {
+            // The flag behind `LOGINGEST_LOG_FORMAT=json`; `spawn` clears the
+            // environment, so an env var set here would not reach the child.
+            cmd.args(["--log-format", "json"]);
+        }
         let child = spawn(cmd, &log);
         Self {
             child: Some(child),
@@ -671,6 +772,18 @@ timeout = "15s"
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Resident memory of the process, from /proc (0 when gone).
+    pub fn rss_bytes(&self) -> u64 {
+        let Some(child) = &self.child else { return 0 };
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
     }
 
     /// Whether the process still runs.
