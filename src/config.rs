@@ -499,8 +499,22 @@ impl Config {
 
     /// The effective configuration as TOML, secrets redacted.
     pub fn to_redacted_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+        let mut printable = self.clone();
+        for (key, value) in printable.kafka.options.iter_mut() {
+            if is_secret_option(key) {
+                *value = "<redacted>".into();
+            }
+        }
+        toml::to_string_pretty(&printable)
+            .unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
     }
+}
+
+/// librdkafka properties that hold credentials (`sasl.password`,
+/// `ssl.key.password`, `ssl.keystore.password`, `ssl.key.pem`,
+/// `sasl.oauthbearer.client.secret`, ...).
+pub fn is_secret_option(key: &str) -> bool {
+    key.contains("password") || key.contains("secret") || key == "ssl.key.pem" || key == "sasl.oauthbearer.config"
 }
 
 #[cfg(test)]
@@ -579,6 +593,17 @@ mod tests {
     fn managed_librdkafka_keys_are_refused() {
         let c = Config::parse("[kafka.options]\n\"group.id\" = \"x\"\n").unwrap();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn librdkafka_secrets_are_redacted() {
+        let c = Config::parse(
+            "[kafka.options]\n\"sasl.password\" = \"s3cr3t-sasl\"\n\"ssl.key.password\" = \"s3cr3t-key\"\n\"sasl.username\" = \"alice\"\n",
+        )
+        .unwrap();
+        let printed = c.to_redacted_toml();
+        assert!(!printed.contains("s3cr3t"), "{printed}");
+        assert!(printed.contains("alice"));
     }
 
     #[test]
