@@ -68,19 +68,26 @@ pub async fn serve(
         .await
 }
 
+/// Ready once the registry was read and, when it names topics, the
+/// consumer group has answered (an assignment arrived, possibly empty).
 async fn readyz(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
     match state.registry.borrow().as_ref() {
-        Some(snapshot) => (
-            StatusCode::OK,
-            format!(
-                "ready: registry revision {}, {} topics\n",
-                snapshot.revision,
-                snapshot.topics.len()
-            ),
-        ),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: the registry has not been read from etcd yet\n".to_string(),
+        ),
+        Some(snapshot) if !snapshot.topics.is_empty() && !state.board.joined() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: waiting for the Kafka consumer group's first assignment\n".to_string(),
+        ),
+        Some(snapshot) => (
+            StatusCode::OK,
+            format!(
+                "ready: registry revision {}, {} topics, {} partitions assigned\n",
+                snapshot.revision,
+                snapshot.topics.len(),
+                state.board.report().len()
+            ),
         ),
     }
 }

@@ -298,3 +298,47 @@ async fn kill_9_and_restart_loses_nothing_and_duplicates_nothing() {
     .await;
     stack.assert_exactly(&topic, &ids).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_waits_for_the_registry_and_the_consumer_group() {
+    let mut stack = Stack::start();
+    let topic = unique("ready");
+    stack.create_topic(&topic, 1);
+    stack.etcd.stop();
+    let daemon = Logingest::start(&stack, &Options::default());
+    let client = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let client = client.clone();
+        let url = format!("{}{path}", daemon.http);
+        async move {
+            match client.get(url).send().await {
+                Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+                Err(_) => (0, String::new()),
+            }
+        }
+    };
+    wait_until("http up", Duration::from_secs(10), || async {
+        get("/healthz").await.0 == 200
+    })
+    .await;
+    let (code, body) = get("/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("registry"), "{body}");
+
+    stack.etcd.start();
+    stack.put(&format!("{PREFIX}{topic}"), "");
+    wait_until(
+        "ready with the partition assigned",
+        GROUP_DEADLINE,
+        || async {
+            let (code, body) = get("/readyz").await;
+            code == 200 && body.contains("1 partitions assigned")
+        },
+    )
+    .await;
+    let status: serde_json::Value =
+        serde_json::from_str(&get("/status").await.1).expect("status json");
+    assert_eq!(status["topics"][0], topic.as_str());
+    assert_eq!(status["partitions"][0]["topic"], topic.as_str());
+    assert_eq!(status["partitions"][0]["state"], "running");
+}

@@ -171,6 +171,7 @@ impl GroupContext {
             .rebalances
             .get_or_create(&OutcomeLabel { outcome: "assign" })
             .inc();
+        self.board.mark_joined();
         let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
             return;
         };

@@ -6,7 +6,7 @@
 //! watermark; the commit callback records what the group really committed.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -125,6 +125,7 @@ pub struct PartitionReport {
 /// Every partition assigned to this instance.
 pub struct StatusBoard {
     partitions: Mutex<BTreeMap<TopicPartition, Arc<PartitionStatus>>>,
+    joined: AtomicBool,
     metrics: Metrics,
 }
 
@@ -133,6 +134,7 @@ impl StatusBoard {
     pub fn new(metrics: Metrics) -> Self {
         Self {
             partitions: Mutex::new(BTreeMap::new()),
+            joined: AtomicBool::new(false),
             metrics,
         }
     }
@@ -140,6 +142,17 @@ impl StatusBoard {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<TopicPartition, Arc<PartitionStatus>>> {
         // A panic while holding this lock cannot leave the map inconsistent.
         self.partitions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that the consumer group answered this member (an
+    /// assignment arrived, even an empty one).
+    pub fn mark_joined(&self) {
+        self.joined.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the consumer group has answered this member yet.
+    pub fn joined(&self) -> bool {
+        self.joined.load(Ordering::Relaxed)
     }
 
     /// Adds an assigned partition (or returns its entry).
