@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::reconciler::{Reconciler, ReconcilerParts};
 use crate::registry::watcher::RegistryWatcher;
 use crate::sink::dead_letter::DeadLetters;
+use crate::sink::template::Templates;
 use crate::sink::{self, Sink};
 
 /// Runs the daemon until a termination signal, then drains and exits.
@@ -38,6 +39,11 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", config.http.listen))?;
     let es = sink::client::build(&config.elasticsearch)?;
+    // A missing password or etcd TLS file is a configuration error, not an
+    // outage the watcher should retry.
+    config.require_secrets()?;
+    crate::registry::watcher::tls_options(&config.etcd)?;
+    let es_for_templates = es.clone();
     let dead_letters = Arc::new(
         DeadLetters::new(
             &config.dead_letter,
@@ -100,6 +106,11 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
             batch: config.batch.clone(),
             board,
             dead_letters,
+            templates: Arc::new(Templates::new(
+                es_for_templates,
+                config.index_template.clone(),
+                config.retry.clone(),
+            )),
             metrics,
         },
         root.clone(),

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,16 @@ pub const ENV_KAFKA_BROKERS: &str = "LOGINGEST_KAFKA_BROKERS";
 pub const ENV_ES_URL: &str = "LOGINGEST_ES_URL";
 /// Environment variable overriding `instance.id` (e.g. a pod name).
 pub const ENV_INSTANCE_ID: &str = "LOGINGEST_INSTANCE_ID";
+/// Environment variable setting `elasticsearch.password` (basic auth).
+pub const ENV_ES_PASSWORD: &str = "LOGINGEST_ES_PASSWORD";
+/// Environment variable setting `elasticsearch.api_key` (encoded form).
+pub const ENV_ES_API_KEY: &str = "LOGINGEST_ES_API_KEY";
+/// Environment variable setting `elasticsearch.bearer_token`.
+pub const ENV_ES_BEARER_TOKEN: &str = "LOGINGEST_ES_BEARER_TOKEN";
+/// Environment variable setting `kafka.sasl.password`.
+pub const ENV_KAFKA_SASL_PASSWORD: &str = "LOGINGEST_KAFKA_SASL_PASSWORD";
+/// Environment variable setting `etcd.password`.
+pub const ENV_ETCD_PASSWORD: &str = "LOGINGEST_ETCD_PASSWORD";
 
 /// Errors found while loading or validating the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +52,16 @@ pub enum ConfigError {
     /// A value is out of range or inconsistent with another one.
     #[error("invalid config: {0}")]
     Invalid(String),
+    /// A file named by a `*_file` key could not be read.
+    #[error("cannot read {field} {path}: {source}")]
+    ReadFile {
+        /// The key naming the file, e.g. `elasticsearch.password_file`.
+        field: String,
+        /// The path it names.
+        path: String,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
 }
 
 /// The whole configuration file.
@@ -66,6 +86,33 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// Where documents Elasticsearch rejects for good are sent.
     pub dead_letter: DeadLetterConfig,
+    /// The index templates logingest installs for its indices.
+    pub index_template: IndexTemplateConfig,
+}
+
+/// `[index_template]`: mappings for logingest's indices (`@timestamp` as
+/// date, `kafka.topic` as keyword...), installed before a topic's first
+/// document so that a Kibana data view works out of the box.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexTemplateConfig {
+    /// Install templates (one per distinct index pattern).
+    pub enabled: bool,
+    /// Template names are `<name_prefix>-<pattern>`.
+    pub name_prefix: String,
+    /// Base priority; the pattern's length is added so that more specific
+    /// patterns win over overlapping broader ones.
+    pub priority: u32,
+}
+
+impl Default for IndexTemplateConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            name_prefix: "logingest".into(),
+            priority: 150,
+        }
+    }
 }
 
 /// `[instance]`: who this instance is.
@@ -106,6 +153,21 @@ pub struct EtcdConfig {
     /// Timeout of one connection attempt.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// PEM CA certificate(s) that sign the servers' certificates (https://
+    /// endpoints); without it, the system's trusted CAs.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (for `--client-cert-auth`), with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// User name when etcd has `auth enable`d (with a password).
+    pub username: Option<String>,
+    /// Password of `username` (or `password_file`, or
+    /// `LOGINGEST_ETCD_PASSWORD`).
+    #[serde(skip_serializing_if = "Secret::is_from_file")]
+    pub password: Option<Secret>,
+    /// File holding the password (trailing newline ignored), read at load.
+    pub password_file: Option<PathBuf>,
 }
 
 impl Default for EtcdConfig {
@@ -115,7 +177,22 @@ impl Default for EtcdConfig {
             prefix: "/logingest/topics/".into(),
             collector_keys: vec!["collectlogkey1".into()],
             connect_timeout: Duration::from_secs(5),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            username: None,
+            password: None,
+            password_file: None,
         }
+    }
+}
+
+impl EtcdConfig {
+    /// Whether the client speaks TLS: an https:// endpoint or a TLS file.
+    pub fn uses_tls(&self) -> bool {
+        self.ca_file.is_some()
+            || self.cert_file.is_some()
+            || self.endpoints.iter().any(|e| e.starts_with("https://"))
     }
 }
 
@@ -131,7 +208,7 @@ pub enum StartFrom {
 }
 
 /// `[kafka]`: the brokers and the consumer group.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// Bootstrap brokers, `host:port`.
@@ -154,7 +231,14 @@ pub struct KafkaConfig {
     /// (StatefulSets). Requires an explicit `instance.id`, unique in the
     /// fleet.
     pub static_membership: bool,
-    /// Raw librdkafka properties, applied last (TLS, SASL, tuning).
+    /// TLS to the brokers (`security.protocol` SSL, or SASL_SSL with
+    /// `[kafka.sasl]`). The section's presence turns TLS on.
+    pub tls: Option<KafkaTlsConfig>,
+    /// SASL authentication (`security.protocol` SASL_PLAINTEXT, or
+    /// SASL_SSL with `[kafka.tls]`).
+    pub sasl: Option<KafkaSaslConfig>,
+    /// Raw librdkafka properties, applied last (tuning, or anything the
+    /// `tls`/`sasl` sections do not cover).
     pub options: BTreeMap<String, String>,
 }
 
@@ -167,9 +251,101 @@ impl Default for KafkaConfig {
             commit_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(10),
             static_membership: false,
+            tls: None,
+            sasl: None,
             options: BTreeMap::new(),
         }
     }
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    /// Like a derived `Debug`, with the credentials among `options`
+    /// redacted.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("start_from", &self.start_from)
+            .field("commit_interval", &self.commit_interval)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("static_membership", &self.static_membership)
+            .field("tls", &self.tls)
+            .field("sasl", &self.sasl)
+            .field("options", &redacted_options(&self.options))
+            .finish()
+    }
+}
+
+/// `kafka.options` with the values of [`is_secret_option`] keys replaced.
+fn redacted_options(options: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    options
+        .iter()
+        .map(|(k, v)| {
+            let v = if is_secret_option(k) {
+                "<redacted>".to_string()
+            } else {
+                v.clone()
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+/// `[kafka.tls]`: TLS to the brokers. Every file is PEM; an absent
+/// `ca_file` means the system's trusted CAs.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaTlsConfig {
+    /// CA certificate(s) that sign the brokers' certificates
+    /// (`ssl.ca.location`).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate for mutual TLS (`ssl.certificate.location`), with
+    /// `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// Private key of `cert_file`, unencrypted (`ssl.key.location`).
+    pub key_file: Option<PathBuf>,
+}
+
+/// A SASL mechanism librdkafka implements without extra libraries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum SaslMechanism {
+    /// User name and password in clear (use with TLS).
+    #[serde(rename = "PLAIN")]
+    Plain,
+    /// Salted challenge-response with SHA-256.
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    /// Salted challenge-response with SHA-512.
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The `sasl.mechanism` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// `[kafka.sasl]`: SASL authentication to the brokers.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSaslConfig {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (`sasl.mechanism`).
+    pub mechanism: SaslMechanism,
+    /// The user (`sasl.username`).
+    pub username: String,
+    /// The password (`sasl.password`), or `password_file`, or
+    /// `LOGINGEST_KAFKA_SASL_PASSWORD`.
+    #[serde(default, skip_serializing_if = "Secret::is_from_file")]
+    pub password: Option<Secret>,
+    /// File holding the password (trailing newline ignored), read at load.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
 }
 
 /// `[elasticsearch]`: the search cluster.
@@ -178,10 +354,29 @@ impl Default for KafkaConfig {
 pub struct ElasticsearchConfig {
     /// Base URL of the cluster, e.g. `http://127.0.0.1:9200`.
     pub url: String,
+    /// PEM CA certificate(s) that sign the cluster's certificate (https
+    /// URL; hostname verified); without it, the system's trusted CAs.
+    pub ca_file: Option<PathBuf>,
     /// Basic-auth user name (with `password`).
     pub username: Option<String>,
-    /// Basic-auth password.
+    /// Basic-auth password (or `password_file`, or `LOGINGEST_ES_PASSWORD`).
+    #[serde(skip_serializing_if = "Secret::is_from_file")]
     pub password: Option<Secret>,
+    /// File holding the basic-auth password, read at load.
+    pub password_file: Option<PathBuf>,
+    /// API key, in the encoded form Elasticsearch returns (`encoded`:
+    /// base64 of `id:api_key`), sent as `Authorization: ApiKey <key>` (or
+    /// `api_key_file`, or `LOGINGEST_ES_API_KEY`).
+    #[serde(skip_serializing_if = "Secret::is_from_file")]
+    pub api_key: Option<Secret>,
+    /// File holding the encoded API key, read at load.
+    pub api_key_file: Option<PathBuf>,
+    /// Bearer token (`Authorization: Bearer <token>`; or
+    /// `bearer_token_file`, or `LOGINGEST_ES_BEARER_TOKEN`).
+    #[serde(skip_serializing_if = "Secret::is_from_file")]
+    pub bearer_token: Option<Secret>,
+    /// File holding the bearer token, read at load.
+    pub bearer_token_file: Option<PathBuf>,
     /// Timeout of one HTTP request.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -194,8 +389,14 @@ impl Default for ElasticsearchConfig {
     fn default() -> Self {
         Self {
             url: "http://127.0.0.1:9200".into(),
+            ca_file: None,
             username: None,
             password: None,
+            password_file: None,
+            api_key: None,
+            api_key_file: None,
+            bearer_token: None,
+            bearer_token_file: None,
             request_timeout: Duration::from_secs(30),
             max_item_attempts: 3,
         }
@@ -325,13 +526,115 @@ impl Default for ShutdownConfig {
 /// `<redacted>` by `Debug` and by the printed configuration.
 #[derive(Clone, Deserialize)]
 #[serde(transparent)]
-pub struct Secret(String);
+pub struct Secret {
+    value: String,
+    /// Read from a `*_file` key: the printed configuration shows the file,
+    /// not this value.
+    #[serde(skip)]
+    from_file: bool,
+}
 
 impl Secret {
+    /// A secret given directly (e.g. from the environment).
+    pub fn new(value: impl Into<String>) -> Self {
+        Self {
+            value: value.into(),
+            from_file: false,
+        }
+    }
+
     /// The secret value, for the client that sends it.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.value
     }
+
+    /// Whether `secret` was read from its `*_file` key (serde skips it).
+    fn is_from_file(secret: &Option<Secret>) -> bool {
+        secret.as_ref().is_some_and(|s| s.from_file)
+    }
+}
+
+/// Reads `field`'s file into `value` when `file` is set: trailing newlines
+/// are dropped; a missing, unreadable or empty file is an error naming the
+/// key and the path.
+fn read_secret_file(
+    field: &str,
+    value: &mut Option<Secret>,
+    file: &Option<PathBuf>,
+) -> Result<(), ConfigError> {
+    let Some(path) = file else { return Ok(()) };
+    if value.as_ref().is_some_and(|s| !s.from_file) {
+        return Err(ConfigError::Invalid(format!(
+            "{field} and {field}_file are exclusive; set one"
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        field: format!("{field}_file"),
+        path: path.display().to_string(),
+        source,
+    })?;
+    let secret = text.trim_end_matches(['\r', '\n']);
+    if secret.is_empty() {
+        return Err(ConfigError::Invalid(format!(
+            "{field}_file {} is empty",
+            path.display()
+        )));
+    }
+    *value = Some(Secret {
+        value: secret.to_string(),
+        from_file: true,
+    });
+    Ok(())
+}
+
+/// Checks that at most one of `value`/`file` is given (a value read from
+/// the file does not count). Only the structure: the value itself is
+/// checked by [`check_secret_value`] at load, so that a printed (redacted)
+/// configuration is exactly as valid as the original.
+fn check_secret(
+    field: &str,
+    value: &Option<Secret>,
+    file: &Option<PathBuf>,
+) -> Result<(), ConfigError> {
+    if value.as_ref().is_some_and(|s| !s.from_file) && file.is_some() {
+        return Err(ConfigError::Invalid(format!(
+            "{field} and {field}_file are exclusive; set one"
+        )));
+    }
+    Ok(())
+}
+
+/// A secret must not be empty, and one sent in an HTTP header must be
+/// printable ASCII without spaces.
+fn check_secret_value(
+    field: &str,
+    value: &Option<Secret>,
+    header: bool,
+) -> Result<(), ConfigError> {
+    let Some(secret) = value else { return Ok(()) };
+    if secret.value.is_empty() {
+        return Err(ConfigError::Invalid(format!("{field} must not be empty")));
+    }
+    if header && !secret.value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::Invalid(format!(
+            "{field} must be printable ASCII without spaces (an API key in its encoded form)"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that a certificate and its key are both set or both absent.
+fn check_cert_pair(
+    section: &str,
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+) -> Result<(), ConfigError> {
+    if cert.is_some() != key.is_some() {
+        return Err(ConfigError::Invalid(format!(
+            "{section}.cert_file and {section}.key_file go together"
+        )));
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for Secret {
@@ -362,8 +665,42 @@ impl Config {
             other => other,
         })?;
         config.apply_env(|name| std::env::var(name).ok());
+        config.resolve_secrets()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Reads every `*_file` secret (`elasticsearch.password_file`,
+    /// `api_key_file`, `bearer_token_file`, `kafka.sasl.password_file`,
+    /// `etcd.password_file`) into its value, then checks the values (not
+    /// empty; header-safe for the API key and the bearer token).
+    pub fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
+        let es = &mut self.elasticsearch;
+        read_secret_file(
+            "elasticsearch.password",
+            &mut es.password,
+            &es.password_file,
+        )?;
+        read_secret_file("elasticsearch.api_key", &mut es.api_key, &es.api_key_file)?;
+        read_secret_file(
+            "elasticsearch.bearer_token",
+            &mut es.bearer_token,
+            &es.bearer_token_file,
+        )?;
+        check_secret_value("elasticsearch.password", &es.password, false)?;
+        check_secret_value("elasticsearch.api_key", &es.api_key, true)?;
+        check_secret_value("elasticsearch.bearer_token", &es.bearer_token, true)?;
+        if let Some(sasl) = &mut self.kafka.sasl {
+            read_secret_file(
+                "kafka.sasl.password",
+                &mut sasl.password,
+                &sasl.password_file,
+            )?;
+            check_secret_value("kafka.sasl.password", &sasl.password, false)?;
+        }
+        let etcd = &mut self.etcd;
+        read_secret_file("etcd.password", &mut etcd.password, &etcd.password_file)?;
+        check_secret_value("etcd.password", &etcd.password, false)
     }
 
     /// The defaults with the environment overrides, for commands run
@@ -371,6 +708,7 @@ impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         let mut config = Self::default();
         config.apply_env(|name| std::env::var(name).ok());
+        config.resolve_secrets()?;
         config.validate()?;
         Ok(config)
     }
@@ -383,8 +721,12 @@ impl Config {
         })
     }
 
-    /// Applies `LOGINGEST_ETCD_ENDPOINTS`, `LOGINGEST_KAFKA_BROKERS` and
-    /// `LOGINGEST_ES_URL`, read through `lookup`.
+    /// Applies `LOGINGEST_ETCD_ENDPOINTS`, `LOGINGEST_KAFKA_BROKERS`,
+    /// `LOGINGEST_ES_URL`, `LOGINGEST_INSTANCE_ID` and the secrets
+    /// (`LOGINGEST_ES_PASSWORD`, `LOGINGEST_ES_API_KEY`,
+    /// `LOGINGEST_ES_BEARER_TOKEN`, `LOGINGEST_KAFKA_SASL_PASSWORD`,
+    /// `LOGINGEST_ETCD_PASSWORD`), read through `lookup`. A secret from the
+    /// environment replaces the key and its `*_file`.
     pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) {
         let list = |s: String| -> Vec<String> {
             s.split(',')
@@ -405,6 +747,36 @@ impl Config {
         if let Some(v) = lookup(ENV_INSTANCE_ID) {
             self.instance.id = Some(v.trim().to_string());
         }
+        self.apply_env_secrets(lookup);
+    }
+
+    fn apply_env_secrets(&mut self, lookup: impl Fn(&str) -> Option<String>) {
+        let secret =
+            |name: &str| lookup(name).map(|v| Secret::new(v.trim_end_matches(['\r', '\n'])));
+        let es = &mut self.elasticsearch;
+        if let Some(v) = secret(ENV_ES_PASSWORD) {
+            (es.password, es.password_file) = (Some(v), None);
+        }
+        if let Some(v) = secret(ENV_ES_API_KEY) {
+            (es.api_key, es.api_key_file) = (Some(v), None);
+        }
+        if let Some(v) = secret(ENV_ES_BEARER_TOKEN) {
+            (es.bearer_token, es.bearer_token_file) = (Some(v), None);
+        }
+        if let Some(v) = secret(ENV_KAFKA_SASL_PASSWORD) {
+            // Without a [kafka.sasl] section, validation names the missing
+            // user name.
+            let sasl = self.kafka.sasl.get_or_insert_with(|| KafkaSaslConfig {
+                mechanism: SaslMechanism::Plain,
+                username: String::new(),
+                password: None,
+                password_file: None,
+            });
+            (sasl.password, sasl.password_file) = (Some(v), None);
+        }
+        if let Some(v) = secret(ENV_ETCD_PASSWORD) {
+            (self.etcd.password, self.etcd.password_file) = (Some(v), None);
+        }
     }
 
     /// Checks invariants that serde cannot express.
@@ -416,6 +788,9 @@ impl Config {
         if self.etcd.prefix.is_empty() {
             return invalid("etcd.prefix must not be empty".into());
         }
+        self.validate_etcd_security()?;
+        self.validate_kafka_security()?;
+        self.validate_elasticsearch_security()?;
         if self.kafka.brokers.is_empty() {
             return invalid("kafka.brokers must name at least one broker".into());
         }
@@ -463,9 +838,6 @@ impl Config {
                 self.elasticsearch.url
             ));
         }
-        if self.elasticsearch.username.is_some() != self.elasticsearch.password.is_some() {
-            return invalid("elasticsearch.username and elasticsearch.password go together".into());
-        }
         if self.elasticsearch.max_item_attempts == 0 {
             return invalid("elasticsearch.max_item_attempts must be at least 1".into());
         }
@@ -497,14 +869,150 @@ impl Config {
         Ok(())
     }
 
+    fn validate_etcd_security(&self) -> Result<(), ConfigError> {
+        let etcd = &self.etcd;
+        check_cert_pair("etcd", &etcd.cert_file, &etcd.key_file)?;
+        check_secret("etcd.password", &etcd.password, &etcd.password_file)?;
+        if etcd.uses_tls() {
+            if let Some(plain) = etcd.endpoints.iter().find(|e| e.starts_with("http://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "etcd.endpoints: {plain} is http:// but etcd.ca_file/cert_file or another endpoint asks for TLS; use https://"
+                )));
+            }
+        }
+        let has_password = etcd.password.is_some() || etcd.password_file.is_some();
+        match &etcd.username {
+            Some(user) if user.is_empty() => Err(ConfigError::Invalid(
+                "etcd.username must not be empty".into(),
+            )),
+            None if has_password => Err(ConfigError::Invalid(
+                "etcd.password (or password_file, LOGINGEST_ETCD_PASSWORD) needs etcd.username"
+                    .into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn validate_kafka_security(&self) -> Result<(), ConfigError> {
+        let managed = crate::kafka::security::MANAGED_BY_SECTIONS;
+        if let Some(tls) = &self.kafka.tls {
+            check_cert_pair("kafka.tls", &tls.cert_file, &tls.key_file)?;
+        }
+        if let Some(sasl) = &self.kafka.sasl {
+            if sasl.username.trim().is_empty() {
+                return Err(ConfigError::Invalid(
+                    "kafka.sasl.username must be set (a [kafka.sasl] section with mechanism and username)".into(),
+                ));
+            }
+            check_secret("kafka.sasl.password", &sasl.password, &sasl.password_file)?;
+        }
+        if self.kafka.tls.is_some() || self.kafka.sasl.is_some() {
+            for key in managed {
+                if self.kafka.options.contains_key(*key) {
+                    return Err(ConfigError::Invalid(format!(
+                        "kafka.options.\"{key}\" conflicts with [kafka.tls]/[kafka.sasl]; set it in one place"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_elasticsearch_security(&self) -> Result<(), ConfigError> {
+        let es = &self.elasticsearch;
+        check_secret("elasticsearch.password", &es.password, &es.password_file)?;
+        check_secret("elasticsearch.api_key", &es.api_key, &es.api_key_file)?;
+        check_secret(
+            "elasticsearch.bearer_token",
+            &es.bearer_token,
+            &es.bearer_token_file,
+        )?;
+        let basic = es.username.is_some() || es.password.is_some() || es.password_file.is_some();
+        if basic {
+            match &es.username {
+                Some(user) if user.is_empty() => {
+                    return Err(ConfigError::Invalid(
+                        "elasticsearch.username must not be empty".into(),
+                    ))
+                }
+                None => {
+                    return Err(ConfigError::Invalid(
+                        "elasticsearch.password (or password_file, LOGINGEST_ES_PASSWORD) needs elasticsearch.username".into(),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        let api_key = es.api_key.is_some() || es.api_key_file.is_some();
+        let bearer = es.bearer_token.is_some() || es.bearer_token_file.is_some();
+        if [basic, api_key, bearer].iter().filter(|m| **m).count() > 1 {
+            return Err(ConfigError::Invalid(
+                "elasticsearch: set at most one of username/password, api_key and bearer_token"
+                    .into(),
+            ));
+        }
+        if let Ok(url) = es.url.parse::<elasticsearch::http::Url>() {
+            if url.password().is_some() || !url.username().is_empty() {
+                return Err(ConfigError::Invalid(
+                    "elasticsearch.url must not hold credentials; use elasticsearch.username and password".into(),
+                ));
+            }
+            if es.ca_file.is_some() && url.scheme() != "https" {
+                return Err(ConfigError::Invalid(format!(
+                    "elasticsearch.ca_file needs an https:// elasticsearch.url (got {:?})",
+                    es.url
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Passwords that the configuration asks for but nothing provides
+    /// (neither the key, nor its `*_file`, nor the environment), one
+    /// message each. Not a validation error: a configuration may be
+    /// checked where its secrets are not (CI, an image build), and get
+    /// them from the environment where it runs; `logingest run` refuses to
+    /// start without them ([`Config::require_secrets`]).
+    pub fn missing_secrets(&self) -> Vec<String> {
+        let mut missing = Vec::new();
+        let absent =
+            |value: &Option<Secret>, file: &Option<PathBuf>| value.is_none() && file.is_none();
+        if let Some(sasl) = &self.kafka.sasl {
+            if absent(&sasl.password, &sasl.password_file) {
+                missing.push(format!(
+                    "kafka.sasl.password is not set (password, password_file or {ENV_KAFKA_SASL_PASSWORD})"
+                ));
+            }
+        }
+        let es = &self.elasticsearch;
+        if es.username.is_some() && absent(&es.password, &es.password_file) {
+            missing.push(format!(
+                "elasticsearch.password is not set for elasticsearch.username (password, password_file or {ENV_ES_PASSWORD})"
+            ));
+        }
+        let etcd = &self.etcd;
+        if etcd.username.is_some() && absent(&etcd.password, &etcd.password_file) {
+            missing.push(format!(
+                "etcd.password is not set for etcd.username (password, password_file or {ENV_ETCD_PASSWORD})"
+            ));
+        }
+        missing
+    }
+
+    /// Fails when [`Config::missing_secrets`] finds any.
+    pub fn require_secrets(&self) -> Result<(), ConfigError> {
+        let missing = self.missing_secrets();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(missing.join("; ")))
+        }
+    }
+
     /// The effective configuration as TOML, secrets redacted.
     pub fn to_redacted_toml(&self) -> String {
         let mut printable = self.clone();
-        for (key, value) in printable.kafka.options.iter_mut() {
-            if is_secret_option(key) {
-                *value = "<redacted>".into();
-            }
-        }
+        printable.kafka.options = redacted_options(&printable.kafka.options);
         toml::to_string_pretty(&printable)
             .unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
     }
@@ -514,7 +1022,10 @@ impl Config {
 /// `ssl.key.password`, `ssl.keystore.password`, `ssl.key.pem`,
 /// `sasl.oauthbearer.client.secret`, ...).
 pub fn is_secret_option(key: &str) -> bool {
-    key.contains("password") || key.contains("secret") || key == "ssl.key.pem" || key == "sasl.oauthbearer.config"
+    key.contains("password")
+        || key.contains("secret")
+        || key == "ssl.key.pem"
+        || key == "sasl.oauthbearer.config"
 }
 
 #[cfg(test)]
@@ -614,5 +1125,165 @@ mod tests {
         assert!(!printed.contains("hunter2-secret"));
         assert!(!format!("{c:?}").contains("hunter2-secret"));
         assert!(printed.contains("<redacted>"));
+    }
+    fn load_text(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut c = Config::parse(text)?;
+        c.apply_env(|k| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        });
+        c.resolve_secrets()?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn secret_files_are_read_trimmed_and_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "hunter2-from-file\n").unwrap();
+        let c = load_text(
+            &format!(
+                "[kafka.sasl]\nmechanism = \"SCRAM-SHA-256\"\nusername = \"u\"\npassword_file = {:?}\n",
+                file.display().to_string()
+            ),
+            &[],
+        )
+        .unwrap();
+        let sasl = c.kafka.sasl.as_ref().unwrap();
+        assert_eq!(
+            sasl.password.as_ref().unwrap().expose(),
+            "hunter2-from-file"
+        );
+        let printed = c.to_redacted_toml();
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("password_file"), "{printed}");
+        assert!(!format!("{c:?}").contains("hunter2"));
+        // The printed config is as valid as the original.
+        Config::parse(&printed).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn unreadable_secret_file_names_the_key_and_the_path() {
+        let err = load_text(
+            "[elasticsearch]\nurl = \"https://es:9200\"\napi_key_file = \"/nonexistent/key\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("elasticsearch.api_key_file"), "{err}");
+        assert!(err.contains("/nonexistent/key"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_and_its_file_are_exclusive() {
+        let c =
+            Config::parse("[etcd]\nusername = \"u\"\npassword = \"p\"\npassword_file = \"/p\"\n")
+                .unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("etcd.password and etcd.password_file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secrets_from_the_environment_replace_the_file_keys() {
+        let c = load_text(
+            "[elasticsearch]\nusername = \"elastic\"\npassword_file = \"/nonexistent\"\n[etcd]\nusername = \"u\"\n[kafka.sasl]\nmechanism = \"PLAIN\"\nusername = \"k\"\n",
+            &[
+                (ENV_ES_PASSWORD, "hunter2-es\n"),
+                (ENV_ETCD_PASSWORD, "hunter2-etcd"),
+                (ENV_KAFKA_SASL_PASSWORD, "hunter2-kafka"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.elasticsearch.password.as_ref().unwrap().expose(),
+            "hunter2-es"
+        );
+        assert!(c.elasticsearch.password_file.is_none());
+        assert_eq!(c.etcd.password.as_ref().unwrap().expose(), "hunter2-etcd");
+        let sasl = c.kafka.sasl.as_ref().unwrap();
+        assert_eq!(sasl.password.as_ref().unwrap().expose(), "hunter2-kafka");
+        assert!(!c.to_redacted_toml().contains("hunter2"));
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn api_key_from_the_environment_needs_no_section() {
+        let c = load_text("", &[(ENV_ES_API_KEY, "aWQ6a2V5")]).unwrap();
+        assert_eq!(
+            c.elasticsearch.api_key.as_ref().unwrap().expose(),
+            "aWQ6a2V5"
+        );
+        let err = load_text("", &[(ENV_KAFKA_SASL_PASSWORD, "x")]).unwrap_err();
+        assert!(err.to_string().contains("kafka.sasl.username"), "{err}");
+    }
+
+    #[test]
+    fn at_most_one_elasticsearch_auth_method() {
+        let err = load_text(
+            "[elasticsearch]\napi_key = \"aWQ6a2V5\"\nbearer_token = \"t\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("at most one"), "{err}");
+        let err = load_text("[elasticsearch]\npassword = \"p\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("elasticsearch.username"), "{err}");
+        let err = load_text("[elasticsearch]\napi_key = \"has space\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("elasticsearch.api_key"), "{err}");
+    }
+
+    #[test]
+    fn tls_files_need_https() {
+        let err = load_text(
+            "[elasticsearch]\nurl = \"http://es:9200\"\nca_file = \"/ca.pem\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("elasticsearch.ca_file"), "{err}");
+        let err = load_text("[etcd]\nca_file = \"/ca.pem\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("etcd.endpoints") && err.contains("https://"),
+            "{err}"
+        );
+        let err = load_text("[kafka.tls]\ncert_file = \"/c.pem\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("kafka.tls.cert_file and kafka.tls.key_file"),
+            "{err}"
+        );
+        let err = load_text(
+            "[elasticsearch]\nurl = \"https://u:hunter2@es:9200\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("must not hold credentials") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn debug_redacts_librdkafka_secrets() {
+        let c = Config::parse(
+            "[kafka.options]\n\"sasl.password\" = \"hunter2-raw\"\n\"sasl.username\" = \"alice\"\n",
+        )
+        .unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("alice"), "{debug}");
     }
 }

@@ -9,13 +9,17 @@
 //! * [`kafka`]: the group consumer, its rebalance events and partition tasks;
 //! * [`document`]: shaping a Kafka record into an Elasticsearch document;
 //! * [`sink`]: `_bulk` requests, retries and item classification;
+//! * [`fleet`]: the fleet-wide view of `logingest status`;
 //! * [`http`] and [`metrics`]: health, readiness and Prometheus metrics;
-//! * [`app`]: wiring everything together for `logingest run`.
+//! * [`app`]: wiring everything together for `logingest run`;
+//! * [`check`]: reaching each endpoint for `logingest check-config --connect`.
 
 pub mod app;
 pub mod backoff;
+pub mod check;
 pub mod config;
 pub mod document;
+pub mod fleet;
 pub mod http;
 pub mod kafka;
 pub mod metrics;

@@ -1,4 +1,4 @@
-//! The `logingest` command line: `run`, `topics`, `check-config`.
+//! The `logingest` command line: `run`, `topics`, `status`, `check-config`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,12 +44,37 @@ enum Command {
         #[command(subcommand)]
         action: TopicsAction,
     },
+    /// Show the fleet: group members, partition owners, committed offsets
+    /// and lag, and registered topics nobody owns (asks Kafka and etcd).
+    Status {
+        /// The TOML configuration file (brokers, group, etcd); without it,
+        /// defaults and LOGINGEST_ETCD_ENDPOINTS / LOGINGEST_KAFKA_BROKERS
+        /// apply.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t = StatusOutput::Text)]
+        output: StatusOutput,
+    },
     /// Validate a configuration file and print it with secrets redacted.
     CheckConfig {
         /// The TOML configuration file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Also reach etcd, Kafka and Elasticsearch with the configured TLS
+        /// and credentials; one `# service: ok|error` line each, and a
+        /// failure status when any is unreachable.
+        #[arg(long)]
+        connect: bool,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StatusOutput {
+    /// Aligned tables.
+    Text,
+    /// One JSON document, for scripts.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -118,13 +143,47 @@ async fn topics(config: Config, action: TopicsAction) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn status(config: Config, output: StatusOutput) -> anyhow::Result<()> {
+    let fleet = logingest::fleet::FleetStatus::gather(&config).await?;
+    match output {
+        StatusOutput::Text => print!("{}", fleet.to_table()),
+        StatusOutput::Json => println!("{}", serde_json::to_string_pretty(&fleet)?),
+    }
+    for warning in &fleet.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(())
+}
+
+/// Prints one TOML comment line per endpoint (the output stays a valid
+/// config); fails when any endpoint is unreachable.
+async fn check_connections(config: &Config) -> anyhow::Result<()> {
+    let checks = logingest::check::check_endpoints(config).await;
+    println!();
+    for check in &checks {
+        println!("# {check}");
+    }
+    let failed = checks.iter().filter(|c| !c.is_ok()).count();
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} endpoints unreachable", checks.len());
+    }
+    Ok(())
+}
+
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => logingest::app::run(Config::load(&config)?).await,
         Command::Topics { config, action } => topics(load(config.as_ref())?, action).await,
-        Command::CheckConfig { config } => {
+        Command::Status { config, output } => status(load(config.as_ref())?, output).await,
+        Command::CheckConfig { config, connect } => {
             let config = Config::load(&config)?;
             print!("{}", config.to_redacted_toml());
+            for missing in config.missing_secrets() {
+                eprintln!("warning: {missing}; `logingest run` needs it");
+            }
+            if connect {
+                check_connections(&config).await?;
+            }
             Ok(())
         }
     }

@@ -37,6 +37,7 @@ use crate::metrics::Metrics;
 use crate::registry::watcher::RegistrySnapshot;
 use crate::registry::{DesiredTopics, TopicSettings};
 use crate::sink::dead_letter::DeadLetters;
+use crate::sink::template::Templates;
 use crate::sink::Sink;
 
 /// A partition currently assigned to this member.
@@ -75,6 +76,8 @@ pub struct ReconcilerParts {
     pub board: Arc<StatusBoard>,
     /// Where documents rejected for good go.
     pub dead_letters: Arc<DeadLetters>,
+    /// Index templates.
+    pub templates: Arc<Templates>,
     /// Metrics.
     pub metrics: Metrics,
 }
@@ -382,6 +385,7 @@ impl Reconciler {
                 resume_from: slot.resume_from.take(),
                 status: slot.status.clone(),
                 dead_letters: self.parts.dead_letters.clone(),
+                templates: self.parts.templates.clone(),
                 metrics: self.parts.metrics.clone(),
             };
             slot.task = Some(RunningTask {

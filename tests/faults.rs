@@ -152,6 +152,9 @@ async fn elasticsearch_outage_pauses_partitions_bounds_memory_and_delivers_after
     let options = Options {
         es_url: Some(proxy.url()),
         batch: "max_documents = 200\nmax_bytes = 65536\nmax_in_flight_per_partition = 2".into(),
+        // The batches themselves must back up (with a template, the tasks
+        // would wait for it before reading anything).
+        extra: "[index_template]\nenabled = false\n".into(),
         ..Options::default()
     };
     proxy.set(Fault::Status(503));
@@ -536,4 +539,52 @@ async fn kafka_unreachable_for_a_while_then_ingestion_resumes() {
     })
     .await;
     stack.assert_exactly(&topic, &ids).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elasticsearch_down_at_start_waits_for_the_template_with_fetching_paused() {
+    let stack = Stack::start();
+    let proxy = FaultProxy::start(&stack.es_url).await;
+    let topic = unique("late-es");
+    stack.create_topic(&topic, 1);
+    stack.put(&format!("{PREFIX}{topic}"), "");
+    proxy.set(Fault::Status(503));
+    let daemon = Logingest::start(
+        &stack,
+        &Options {
+            es_url: Some(proxy.url()),
+            ..Options::default()
+        },
+    );
+    let ids = stack.produce_lines(&topic, 1, 100).await;
+    daemon
+        .wait_metric("logingest_partitions_paused", 1.0, GROUP_DEADLINE)
+        .await;
+    assert_eq!(
+        daemon.metric(&series("documents_read_total", &topic)).await,
+        0.0
+    );
+
+    proxy.set(Fault::None);
+    wait_until(
+        "indexed once Elasticsearch is back",
+        Duration::from_secs(30),
+        || async { stack.count(&topic).await == 100 },
+    )
+    .await;
+    stack.assert_exactly(&topic, &ids).await;
+    // The template was in place before the first document created the index.
+    let mapping: serde_json::Value = reqwest::get(format!("{}/{topic}/_mapping", stack.es_url))
+        .await
+        .expect("mapping")
+        .json()
+        .await
+        .expect("mapping json");
+    assert_eq!(
+        mapping[&topic]["mappings"]["properties"]["kafka"]["properties"]["topic"]["type"],
+        "keyword"
+    );
+    daemon
+        .wait_metric("logingest_partitions_paused", 0.0, Duration::from_secs(5))
+        .await;
 }

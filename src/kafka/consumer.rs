@@ -213,8 +213,9 @@ impl GroupContext {
     }
 }
 
-/// Builds the librdkafka configuration: logingest's settings, then the
-/// user's `[kafka.options]` (which win).
+/// Builds the librdkafka configuration: logingest's settings, then
+/// `[kafka.tls]`/`[kafka.sasl]`, then the user's `[kafka.options]` (which
+/// win).
 pub fn client_config(config: &KafkaConfig, instance_id: &str) -> ClientConfig {
     let mut defaults: BTreeMap<&str, String> = BTreeMap::new();
     defaults.insert("client.id", instance_id.into());
@@ -226,13 +227,18 @@ pub fn client_config(config: &KafkaConfig, instance_id: &str) -> ClientConfig {
     defaults.insert("queued.max.messages.kbytes", "8192".into());
     // High watermarks for the lag metric and /status.
     defaults.insert("statistics.interval.ms", "5000".into());
+    // Reload latency: a new partition's first fetch answers within 100 ms
+    // even from a broker that holds fetches to their limit (500 ms by
+    // default), and a partition whose queue filled up is fetched again
+    // after 50 ms instead of 1 s (measured: 1 s read gaps of unaffected
+    // topics during rebalances without it).
+    defaults.insert("fetch.wait.max.ms", "100".into());
+    defaults.insert("fetch.queue.backoff.ms", "50".into());
     let mut cfg = ClientConfig::new();
     for (k, v) in defaults {
         cfg.set(k, v);
     }
-    for (k, v) in &config.options {
-        cfg.set(k, v);
-    }
+    super::security::apply_connection(config, &mut cfg);
     if config.static_membership {
         cfg.set("group.instance.id", instance_id);
     }

@@ -29,6 +29,7 @@ use crate::document::Record;
 use crate::metrics::Metrics;
 use crate::registry::TopicSettings;
 use crate::sink::dead_letter::DeadLetters;
+use crate::sink::template::Templates;
 use crate::sink::{Batch, BatchOutcome, Sink};
 
 /// How long a seek may take before it is tried again.
@@ -74,6 +75,8 @@ pub struct PartitionTask {
     pub status: Arc<PartitionStatus>,
     /// Where documents rejected for good go.
     pub dead_letters: Arc<DeadLetters>,
+    /// Index templates, installed before the first document.
+    pub templates: Arc<Templates>,
     /// Metrics.
     pub metrics: Metrics,
 }
@@ -135,6 +138,9 @@ impl PartitionTask {
             }
         }
         self.load_committed_offset();
+        if !self.install_template(&cancel).await {
+            return self.exit(Progress::default());
+        }
         info!(partition = %tp, index = %self.settings.index, "partition task started");
         let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
         let mut batch = Batch::new(tp.topic.clone(), tp.partition);
@@ -205,7 +211,7 @@ impl PartitionTask {
                             value: message.payload(),
                             timestamp_ms: message.timestamp().to_millis(),
                         };
-                        if let Err(e) = batch.push(&self.settings.index, &record, Utc::now()) {
+                        if let Err(e) = batch.push(&self.settings, &record, Utc::now()) {
                             // Serialising owned text cannot fail; if it ever
                             // does, stop rather than skip the record.
                             error!(partition = %tp, offset = record.offset, error = %e, "cannot encode record; stopping the partition task");
@@ -231,7 +237,6 @@ impl PartitionTask {
         }
         self.status.set_state(PartitionState::Stopping);
         self.drain(batch, in_flight, &mut progress).await;
-        self.status.set_state(PartitionState::Idle);
         self.exit(progress)
     }
 
@@ -257,6 +262,28 @@ impl PartitionTask {
         });
     }
 
+    /// Waits until the index template is in place (Elasticsearch may be
+    /// down), with fetching paused meanwhile. False when cancelled.
+    async fn install_template(&self, cancel: &CancellationToken) -> bool {
+        let ensure = self.templates.ensure(&self.settings);
+        tokio::pin!(ensure);
+        let mut paused = None;
+        let installed = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break false,
+                _ = &mut ensure => break true,
+                _ = tokio::time::sleep(PAUSE_AFTER), if paused.is_none() => {
+                    self.set_paused(true);
+                    paused = Some(GaugeGuard::new(&self.metrics.partitions_paused, 1));
+                }
+            }
+        };
+        if paused.take().is_some() {
+            self.set_paused(false);
+        }
+        installed
+    }
+
     /// Pauses or resumes fetching of the partition.
     fn set_paused(&self, pause: bool) {
         let mut tpl = TopicPartitionList::new();
@@ -278,6 +305,7 @@ impl PartitionTask {
     }
 
     fn exit(&self, progress: Progress) -> TaskExit {
+        self.status.set_state(PartitionState::Idle);
         TaskExit {
             partition: self.partition.clone(),
             task_id: self.task_id,

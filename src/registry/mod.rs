@@ -11,7 +11,10 @@
 //! feeds it from etcd, [`admin`] edits the registry for `logingest topics`.
 
 pub mod admin;
+pub mod settings;
 pub mod watcher;
+
+pub use settings::{parse_topic_value, LineFormat, TopicSettings};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -33,31 +36,6 @@ pub enum RegistryError {
     /// The value is not what the key's form expects.
     #[error("invalid value: {0}")]
     InvalidValue(String),
-}
-
-/// Settings of one registered topic, resolved with defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicSettings {
-    /// The index its documents are written to.
-    pub index: String,
-}
-
-impl TopicSettings {
-    /// The settings of a topic registered without any (default index: the
-    /// topic name, lower-cased because Elasticsearch index names must be).
-    pub fn defaults(topic: &str) -> Self {
-        Self {
-            index: topic.to_ascii_lowercase(),
-        }
-    }
-}
-
-/// The JSON object of the prefix form; every field optional, unknown ones
-/// rejected so that a typo does not silently fall back to a default.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TopicValue {
-    index: Option<String>,
 }
 
 /// One entry of a collector agent's array. Other fields (`path`, ...) belong
@@ -110,29 +88,6 @@ pub fn validate_index(index: &str) -> Result<(), RegistryError> {
         return fail("must not contain \\ / * ? \" < > | space , # : or control characters");
     }
     Ok(())
-}
-
-/// Parses the value of a prefix-form key for `topic`.
-pub fn parse_topic_value(topic: &str, value: &[u8]) -> Result<TopicSettings, RegistryError> {
-    let text = std::str::from_utf8(value)
-        .map_err(|_| RegistryError::InvalidValue("value is not UTF-8".into()))?;
-    let parsed: TopicValue = if text.trim().is_empty() {
-        TopicValue::default()
-    } else {
-        serde_json::from_str(text).map_err(|e| {
-            RegistryError::InvalidValue(format!(
-                "expected empty or a JSON object like {{\"index\": \"name\"}}: {e}"
-            ))
-        })?
-    };
-    let mut settings = TopicSettings::defaults(topic);
-    if let Some(index) = parsed.index {
-        validate_index(&index)?;
-        settings.index = index;
-    } else {
-        validate_index(&settings.index)?;
-    }
-    Ok(settings)
 }
 
 /// Parses a collector key's JSON array into its set of topics.

@@ -10,7 +10,10 @@
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions};
+use etcd_client::{
+    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, TlsOptions, Txn, TxnOp,
+    WatchOptions,
+};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -56,15 +59,51 @@ pub enum WatchError {
     },
 }
 
-/// Connects an etcd client (lazily: errors surface on the first call).
+/// Connects an etcd client (lazily: errors surface on the first call;
+/// with a user name, authentication is that first call).
 pub async fn connect(config: &EtcdConfig) -> Result<Client, etcd_client::Error> {
     // Keep-alive below etcd's 5 s minimum makes the server drop the
     // connection; 10 s detects a dead server without that.
-    let options = ConnectOptions::new()
+    let mut options = ConnectOptions::new()
         .with_connect_timeout(config.connect_timeout)
         .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
         .with_keep_alive_while_idle(true);
+    if let Some(tls) = tls_options(config)? {
+        options = options.with_tls(tls);
+    }
+    if let (Some(user), Some(password)) = (&config.username, &config.password) {
+        // Tokens expire (etcd's --auth-token-ttl); get a new one instead
+        // of failing the call.
+        options = options
+            .with_user(user.clone(), password.expose())
+            .with_auto_token_refresh(true);
+    }
     Client::connect(&config.endpoints, Some(options)).await
+}
+
+/// The TLS settings of https:// endpoints: `etcd.ca_file` (else the
+/// system's CAs) and the client certificate. `None` for plain endpoints.
+pub fn tls_options(config: &EtcdConfig) -> Result<Option<TlsOptions>, etcd_client::Error> {
+    if !config.uses_tls() {
+        return Ok(None);
+    }
+    let read = |field: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| {
+            etcd_client::Error::InvalidArgs(format!("{field} {}: {e}", path.display()))
+        })
+    };
+    let mut tls = TlsOptions::new();
+    tls = match &config.ca_file {
+        Some(path) => tls.ca_certificate(Certificate::from_pem(read("etcd.ca_file", path)?)),
+        None => tls.with_native_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) {
+        tls = tls.identity(Identity::from_pem(
+            read("etcd.cert_file", cert)?,
+            read("etcd.key_file", key)?,
+        ));
+    }
+    Ok(Some(tls))
 }
 
 async fn timed<T>(

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::document::{write_bulk_entry, Record};
+use crate::registry::TopicSettings;
 
 /// Documents of one partition, in offset order, ready to send.
 #[derive(Debug)]
@@ -53,12 +54,12 @@ impl Batch {
     /// Appends a record's document, written to `index`.
     pub fn push(
         &mut self,
-        index: &str,
+        settings: &TopicSettings,
         record: &Record<'_>,
         now: DateTime<Utc>,
     ) -> Result<(), serde_json::Error> {
         let start = self.body.len();
-        if let Err(e) = write_bulk_entry(&mut self.body, index, record, now) {
+        if let Err(e) = write_bulk_entry(&mut self.body, settings, record, now) {
             self.body.truncate(start);
             return Err(e);
         }
@@ -178,7 +179,9 @@ mod tests {
                 value: Some(value.as_bytes()),
                 timestamp_ms: Some(0),
             };
-            batch.push("t", &record, now).unwrap();
+            batch
+                .push(&TopicSettings::defaults("t"), &record, now)
+                .unwrap();
         }
         assert_eq!(batch.len(), 3);
         assert_eq!(batch.last_offset(), Some(2));

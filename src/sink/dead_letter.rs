@@ -66,9 +66,7 @@ impl DeadLetters {
         let destination = match config.destination {
             DeadLetterDestination::Kafka => {
                 let mut cfg = ClientConfig::new();
-                for (k, v) in &kafka.options {
-                    cfg.set(k, v);
-                }
+                crate::kafka::security::apply_connection(kafka, &mut cfg);
                 let producer = cfg
                     .set("bootstrap.servers", kafka.brokers.join(","))
                     .set("enable.idempotence", "true")

@@ -15,6 +15,7 @@ pub mod batch;
 pub mod bulk;
 pub mod client;
 pub mod dead_letter;
+pub mod template;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -9,6 +9,7 @@
 
 pub mod proxy;
 pub mod tcp_proxy;
+pub mod tls_proxy;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -33,7 +34,8 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn stack_bin(name: &str, env: &str) -> PathBuf {
+/// The path of a local-stack binary (`.stack/bin/NAME`, or `$ENV`).
+pub fn stack_bin(name: &str, env: &str) -> PathBuf {
     if let Ok(path) = std::env::var(env) {
         return PathBuf::from(path);
     }
@@ -66,12 +68,24 @@ pub fn unique(prefix: &str) -> String {
 
 /// Spawns a child that dies with the test process, with a clean
 /// environment (etcd and tansu read many variables).
-fn spawn(mut cmd: Command, log: &Path) -> Child {
+fn spawn(cmd: Command, log: &Path) -> Child {
+    spawn_with_env(cmd, log, &[])
+}
+
+/// [`spawn`] with `env` set in the clean environment.
+fn spawn_with_env(mut cmd: Command, log: &Path, env: &[(&str, &str)]) -> Child {
     let out = std::fs::File::create(log).expect("log file");
     let err = out.try_clone().expect("log file");
+    // Variables the caller set on `cmd` survive the clean-up.
+    let own: Vec<(std::ffi::OsString, std::ffi::OsString)> = cmd
+        .get_envs()
+        .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
+        .collect();
     cmd.env_clear()
+        .envs(own)
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", std::env::var("HOME").unwrap_or_default())
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
@@ -133,7 +147,9 @@ pub struct Server {
 }
 
 impl Server {
-    fn new(
+    /// Starts `make()` (logging to `log`) and waits until `port` accepts
+    /// connections.
+    pub fn new(
         name: &'static str,
         port: u16,
         log: PathBuf,
@@ -202,6 +218,22 @@ impl Stack {
         (stack, link)
     }
 
+    /// Starts the stack with the broker behind a TLS-terminating
+    /// [`tls_proxy::TlsTcpProxy`] presenting `acceptor`'s certificate,
+    /// which the broker advertises: clients bootstrap on
+    /// `proxy.address()` with TLS. `stack.brokers` stays the broker's plain
+    /// port, for [`Stack::create_topic`] only (metadata sends clients to
+    /// the proxy).
+    pub async fn start_with_kafka_tls(
+        acceptor: tokio_rustls::TlsAcceptor,
+    ) -> (Self, tls_proxy::TlsTcpProxy) {
+        let kafka_port = free_port();
+        let proxy =
+            tls_proxy::TlsTcpProxy::start(&format!("127.0.0.1:{kafka_port}"), acceptor).await;
+        let stack = Self::start_advertising(Some((kafka_port, proxy.port)));
+        (stack, proxy)
+    }
+
     /// `kafka`: the broker's listening port and the port it advertises.
     fn start_advertising(kafka: Option<(u16, u16)>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -258,17 +290,7 @@ impl Stack {
             }),
         );
         let es_port = free_port();
-        let osmem = stack_bin("osmem-server", "LOGINGEST_OSMEM_BIN");
-        let es = Server::new(
-            "osmem-server",
-            es_port,
-            dir.path().join("osmem.log"),
-            Box::new(move || {
-                let mut c = Command::new(&osmem);
-                c.args(["-addr", &format!("127.0.0.1:{es_port}"), "-no-stdin-watch"]);
-                c
-            }),
-        );
+        let es = osmem_server(es_port, dir.path());
         let stack = Self {
             etcd_url: format!("http://127.0.0.1:{etcd_port}"),
             brokers: format!("127.0.0.1:{kafka_port}"),
@@ -597,6 +619,8 @@ pub struct Options {
     /// Log one JSON object per line (`--log-format json`, the flag of
     /// `LOGINGEST_LOG_FORMAT=json`) instead of text.
     pub json_logs: bool,
+    /// Extra TOML lines inside `[kafka.options]` (librdkafka properties).
+    pub kafka_options: String,
 }
 
 impl Default for Options {
@@ -609,6 +633,7 @@ impl Default for Options {
             extra: String::new(),
             linger: "50ms",
             json_logs: false,
+            kafka_options: String::new(),
         }
     }
 }
@@ -642,6 +667,7 @@ drain_timeout = "4s"
 [kafka.options]
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "500"
+{kafka_options}
 
 [elasticsearch]
 url = "{es}"
@@ -668,6 +694,7 @@ timeout = "15s"
             batch = options.batch,
             linger = options.linger,
             extra = options.extra,
+            kafka_options = options.kafka_options,
         );
         std::fs::write(&config, text).expect("write config");
         Self::launch(stack, &config, port, &name, options.json_logs)
@@ -679,14 +706,35 @@ timeout = "15s"
         Self::launch(stack, config, port, name, false)
     }
 
+    /// [`Logingest::start_with_config`] with `env` (e.g. `RUST_LOG`,
+    /// secrets) in the child's otherwise clean environment.
+    pub fn start_with_env(
+        stack: &Stack,
+        config: &Path,
+        port: u16,
+        name: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let log = stack.dir.path().join(format!("{name}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_logingest"));
+        cmd.args(["run", "--config"]).arg(config);
+        let child = spawn_with_env(cmd, &log, env);
+        Self {
+            child: Some(child),
+            http: format!("http://127.0.0.1:{port}"),
+            log,
+            config: config.to_path_buf(),
+            client: reqwest::Client::new(),
+        }
+    }
+
     fn launch(stack: &Stack, config: &Path, port: u16, name: &str, json_logs: bool) -> Self {
         let log = stack.dir.path().join(format!("{name}.log"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_logingest"));
         cmd.args(["run", "--config"]).arg(config);
         cmd.env("RUST_LOG", "info,logingest=debug");
         if json_logs {
-            // The flag behind `LOGINGEST_LOG_FORMAT=json`; `spawn` clears the
-            // environment, so an env var set here would not reach the child.
+            // The flag behind `LOGINGEST_LOG_FORMAT=json`.
             cmd.args(["--log-format", "json"]);
         }
         let child = spawn(cmd, &log);
@@ -838,21 +886,26 @@ pub struct Es {
     pub dir: tempfile::TempDir,
 }
 
-/// Starts osmem-server alone, like `Stack::start` does.
-pub fn start_es() -> Es {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
+/// osmem-server on `port`, logging into `dir`.
+fn osmem_server(port: u16, dir: &Path) -> Server {
     let osmem = stack_bin("osmem-server", "LOGINGEST_OSMEM_BIN");
-    let server = Server::new(
+    Server::new(
         "osmem-server",
         port,
-        dir.path().join("osmem.log"),
+        dir.join("osmem.log"),
         Box::new(move || {
             let mut c = Command::new(&osmem);
             c.args(["-addr", &format!("127.0.0.1:{port}"), "-no-stdin-watch"]);
             c
         }),
-    );
+    )
+}
+
+/// Starts osmem-server alone, like `Stack::start` does.
+pub fn start_es() -> Es {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let server = osmem_server(port, dir.path());
     Es {
         server,
         url: format!("http://127.0.0.1:{port}"),

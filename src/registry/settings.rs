@@ -1,0 +1,188 @@
+//! Per-topic settings: the JSON object of a prefix-form registry value.
+//!
+//! ```json
+//! {"index": "nginx-%Y.%m.%d", "format": "json", "timestamp_field": "time", "pipeline": "geoip"}
+//! ```
+//!
+//! Every field is optional and validated when the value changes; an invalid
+//! value is rejected with a reason naming the field.
+
+use serde::Deserialize;
+
+use super::{validate_index, RegistryError};
+use crate::document::IndexTemplate;
+
+/// How a record's value is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LineFormat {
+    /// The value is a line of text, indexed as `message`.
+    #[default]
+    Text,
+    /// The value is a JSON object whose fields become document fields; a
+    /// value that is not one is indexed as text and tagged.
+    Json,
+}
+
+/// Settings of one registered topic, resolved with defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSettings {
+    /// The index (or index template) its documents go to; the data stream's
+    /// name when `data_stream` is set.
+    pub index: String,
+    /// Write into the data stream named `index`, with `create`.
+    pub data_stream: bool,
+    /// How values are read.
+    pub format: LineFormat,
+    /// With `json`: put the object's fields under this key instead of at the
+    /// top level.
+    pub json_target: Option<String>,
+    /// With `json`: take `@timestamp` from this field (RFC 3339 or epoch
+    /// milliseconds), else from the Kafka timestamp.
+    pub timestamp_field: Option<String>,
+    /// Elasticsearch ingest pipeline applied to the documents.
+    pub pipeline: Option<String>,
+    /// `index`, compiled.
+    pub template: IndexTemplate,
+}
+
+impl TopicSettings {
+    /// The settings of a topic registered without any (default index: the
+    /// topic name, lower-cased because Elasticsearch index names must be).
+    pub fn defaults(topic: &str) -> Self {
+        let index = topic.to_ascii_lowercase();
+        Self {
+            template: IndexTemplate::fixed(&index),
+            index,
+            data_stream: false,
+            format: LineFormat::Text,
+            json_target: None,
+            timestamp_field: None,
+            pipeline: None,
+        }
+    }
+}
+
+/// The JSON object of the prefix form; unknown fields are rejected so that a
+/// typo does not silently fall back to a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopicValue {
+    index: Option<String>,
+    data_stream: Option<String>,
+    #[serde(default)]
+    format: LineFormat,
+    json_target: Option<String>,
+    timestamp_field: Option<String>,
+    pipeline: Option<String>,
+}
+
+fn invalid(field: &str, why: impl std::fmt::Display) -> RegistryError {
+    RegistryError::InvalidValue(format!("{field}: {why}"))
+}
+
+fn non_empty(field: &str, value: Option<String>) -> Result<Option<String>, RegistryError> {
+    match value {
+        Some(v) if v.trim().is_empty() => Err(invalid(field, "must not be empty")),
+        other => Ok(other),
+    }
+}
+
+/// Parses the value of a prefix-form key for `topic`.
+pub fn parse_topic_value(topic: &str, value: &[u8]) -> Result<TopicSettings, RegistryError> {
+    let text = std::str::from_utf8(value)
+        .map_err(|_| RegistryError::InvalidValue("value is not UTF-8".into()))?;
+    let parsed: TopicValue = if text.trim().is_empty() {
+        TopicValue::default()
+    } else {
+        serde_json::from_str(text).map_err(|e| {
+            RegistryError::InvalidValue(format!(
+                "expected empty or a JSON object like {{\"index\": \"name\"}}: {e}"
+            ))
+        })?
+    };
+    let mut settings = TopicSettings::defaults(topic);
+    match (parsed.index, parsed.data_stream) {
+        (Some(_), Some(_)) => return Err(invalid("data_stream", "cannot be combined with index")),
+        (Some(index), None) => {
+            settings.template = IndexTemplate::parse(topic, &index)?;
+            settings.index = index;
+        }
+        (None, Some(stream)) => {
+            validate_index(&stream)?;
+            settings.template = IndexTemplate::fixed(&stream);
+            settings.index = stream;
+            settings.data_stream = true;
+        }
+        (None, None) => validate_index(&settings.index)?,
+    }
+    settings.format = parsed.format;
+    settings.json_target = non_empty("json_target", parsed.json_target)?;
+    settings.timestamp_field = non_empty("timestamp_field", parsed.timestamp_field)?;
+    settings.pipeline = non_empty("pipeline", parsed.pipeline)?;
+    if settings.format != LineFormat::Json {
+        if settings.json_target.is_some() {
+            return Err(invalid("json_target", "needs \"format\": \"json\""));
+        }
+        if settings.timestamp_field.is_some() {
+            return Err(invalid("timestamp_field", "needs \"format\": \"json\""));
+        }
+    }
+    if let Some(target) = &settings.json_target {
+        if matches!(target.as_str(), "@timestamp" | "kafka" | "message" | "tags") {
+            return Err(invalid(
+                "json_target",
+                format!("{target:?} is a field logingest writes itself"),
+            ));
+        }
+    }
+    Ok(settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(value: &str) -> Result<TopicSettings, RegistryError> {
+        parse_topic_value("nginx", value.as_bytes())
+    }
+
+    #[test]
+    fn all_settings() {
+        let s = parse(
+            r#"{"index": "{topic}-%Y.%m.%d", "format": "json", "json_target": "app", "timestamp_field": "time", "pipeline": "geoip"}"#,
+        )
+        .unwrap();
+        assert_eq!(s.index, "{topic}-%Y.%m.%d");
+        assert_eq!(s.format, LineFormat::Json);
+        assert_eq!(s.json_target.as_deref(), Some("app"));
+        assert_eq!(s.timestamp_field.as_deref(), Some("time"));
+        assert_eq!(s.pipeline.as_deref(), Some("geoip"));
+        assert!(!s.data_stream);
+        let stream = parse(r#"{"data_stream": "logs-nginx-default"}"#).unwrap();
+        assert!(stream.data_stream);
+        assert_eq!(stream.index, "logs-nginx-default");
+    }
+
+    #[test]
+    fn invalid_settings_name_the_field() {
+        for (value, field) in [
+            (r#"{"index": "a", "data_stream": "b"}"#, "data_stream"),
+            (r#"{"format": "yaml"}"#, "unknown variant `yaml`"),
+            (r#"{"json_target": "x"}"#, "json_target"),
+            (
+                r#"{"format": "json", "json_target": "kafka"}"#,
+                "json_target",
+            ),
+            (r#"{"timestamp_field": "t"}"#, "timestamp_field"),
+            (r#"{"pipeline": " "}"#, "pipeline"),
+            (r#"{"index": "x-%Q"}"#, "index"),
+            (r#"{"index": "{host}-x"}"#, "index"),
+            (r#"{"index": "UPPER-%Y"}"#, "lower case"),
+            (r#"{"data_stream": "Bad"}"#, "lower case"),
+        ] {
+            let err = parse(value).unwrap_err().to_string();
+            assert!(err.contains(field), "{value}: {err}");
+        }
+    }
+}
