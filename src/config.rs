@@ -411,9 +411,15 @@ pub struct BatchConfig {
     pub max_documents: usize,
     /// A batch is sent when its request body reaches this many bytes.
     pub max_bytes: usize,
-    /// A batch that is not full is sent this long after its first document.
+    /// A batch that is not full is sent this long after its first document
+    /// while the partition has requests in flight.
     #[serde(with = "humantime_serde")]
     pub linger: Duration,
+    /// ... and this long (at most `linger`) when it has none: waiting then
+    /// only delays, so lines arriving one by one are sent almost at once,
+    /// while under load the requests in flight let batches fill.
+    #[serde(with = "humantime_serde")]
+    pub idle_linger: Duration,
     /// `_bulk` requests one partition may have in flight at once.
     pub max_in_flight_per_partition: usize,
     /// `_bulk` requests the whole process may have in flight at once.
@@ -426,6 +432,7 @@ impl Default for BatchConfig {
             max_documents: 2000,
             max_bytes: 5 * 1024 * 1024,
             linger: Duration::from_millis(200),
+            idle_linger: Duration::from_millis(5),
             max_in_flight_per_partition: 2,
             max_in_flight: 8,
         }

@@ -247,6 +247,7 @@ async fn sigterm_flushes_buffered_documents_and_commits_them() {
     // A long linger keeps read documents buffered until shutdown.
     let options = Options {
         linger: "10min",
+        idle_linger: Some("10min"),
         ..Options::default()
     };
     let mut daemon = Logingest::start(&stack, &options);

@@ -201,7 +201,12 @@ impl PartitionTask {
                     Ok(message) => {
                         consecutive_errors = 0;
                         if batch.is_empty() {
-                            linger_deadline = Instant::now() + self.batch.linger;
+                            let linger = if in_flight.is_empty() {
+                                self.batch.linger.min(self.batch.idle_linger)
+                            } else {
+                                self.batch.linger
+                            };
+                            linger_deadline = Instant::now() + linger;
                         }
                         let record = Record {
                             topic: &tp.topic,

@@ -68,6 +68,41 @@ pub fn apply_connection(config: &KafkaConfig, cfg: &mut ClientConfig) {
     }
 }
 
+/// Like [`apply_connection`] for a producer: consumer-only options are
+/// left out (librdkafka would warn about each of them).
+pub fn apply_producer_connection(config: &KafkaConfig, cfg: &mut ClientConfig) {
+    for (key, value) in security_properties(config) {
+        cfg.set(key, value);
+    }
+    for (key, value) in config.options.iter().filter(|(k, _)| !is_consumer_only(k)) {
+        cfg.set(key, value);
+    }
+}
+
+/// librdkafka properties that only a consumer takes.
+pub fn is_consumer_only(key: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "group.",
+        "fetch.",
+        "queued.",
+        "consume.",
+        "partition.assignment.strategy",
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "max.poll.interval.ms",
+        "auto.offset.reset",
+        "enable.auto.",
+        "auto.commit.",
+        "enable.partition.eof",
+        "isolation.level",
+        "check.crcs",
+        "coordinator.query.interval.ms",
+        "offset.store.",
+        "max.partition.fetch.bytes",
+    ];
+    PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +113,14 @@ mod tests {
         config.resolve_secrets().unwrap();
         config.validate().unwrap();
         security_properties(&config.kafka)
+    }
+
+    #[test]
+    fn consumer_only_options_stay_out_of_producers() {
+        assert!(is_consumer_only("session.timeout.ms"));
+        assert!(is_consumer_only("fetch.wait.max.ms"));
+        assert!(!is_consumer_only("ssl.ca.location"));
+        assert!(!is_consumer_only("socket.keepalive.enable"));
     }
 
     fn get<'a>(props: &'a [(&'static str, String)], key: &str) -> Option<&'a str> {

@@ -66,7 +66,7 @@ impl DeadLetters {
         let destination = match config.destination {
             DeadLetterDestination::Kafka => {
                 let mut cfg = ClientConfig::new();
-                crate::kafka::security::apply_connection(kafka, &mut cfg);
+                crate::kafka::security::apply_producer_connection(kafka, &mut cfg);
                 let producer = cfg
                     .set("bootstrap.servers", kafka.brokers.join(","))
                     .set("enable.idempotence", "true")

@@ -616,6 +616,8 @@ pub struct Options {
     /// Extra TOML appended to the generated config.
     pub extra: String,
     pub linger: &'static str,
+    /// `batch.idle_linger` (the daemon's default when `None`).
+    pub idle_linger: Option<&'static str>,
     /// Log one JSON object per line (`--log-format json`, the flag of
     /// `LOGINGEST_LOG_FORMAT=json`) instead of text.
     pub json_logs: bool,
@@ -632,6 +634,7 @@ impl Default for Options {
             batch: String::new(),
             extra: String::new(),
             linger: "50ms",
+            idle_linger: None,
             json_logs: false,
             kafka_options: String::new(),
         }
@@ -674,6 +677,7 @@ url = "{es}"
 
 [batch]
 linger = "{linger}"
+{idle_linger}
 {batch}
 
 [retry]
@@ -693,6 +697,10 @@ timeout = "15s"
             es = options.es_url.as_ref().unwrap_or(&stack.es_url),
             batch = options.batch,
             linger = options.linger,
+            idle_linger = options
+                .idle_linger
+                .map(|l| format!("idle_linger = \"{l}\""))
+                .unwrap_or_default(),
             extra = options.extra,
             kafka_options = options.kafka_options,
         );
