@@ -277,13 +277,13 @@ pub fn write_bulk_entry(
         pipeline: settings.pipeline.as_deref(),
     };
     // Data streams only take `create`; a 409 then means "already there".
-    let op = if settings.data_stream {
-        "create"
+    body.extend_from_slice(if settings.data_stream {
+        b"{\"create\":"
     } else {
-        "index"
-    };
-    serde_json::to_writer(&mut *body, &serde_json::json!({ op: meta }))?;
-    body.push(b'\n');
+        b"{\"index\":"
+    });
+    serde_json::to_writer(&mut *body, &meta)?;
+    body.extend_from_slice(b"}\n");
     match doc {
         Some(doc) => serde_json::to_writer(&mut *body, &doc)?,
         None => serde_json::to_writer(
