@@ -11,6 +11,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod secrets;
+mod validate;
+
+use secrets::{
+    check_cert_pair, check_secret, check_secret_value, read_secret_file, redacted_options,
+};
+pub use secrets::{is_secret_option, Secret};
+
 /// Environment variable overriding `etcd.endpoints` (comma-separated).
 pub const ENV_ETCD_ENDPOINTS: &str = "LOGINGEST_ETCD_ENDPOINTS";
 /// Environment variable overriding `kafka.brokers` (comma-separated).
@@ -276,21 +284,6 @@ impl std::fmt::Debug for KafkaConfig {
     }
 }
 
-/// `kafka.options` with the values of [`is_secret_option`] keys replaced.
-fn redacted_options(options: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    options
-        .iter()
-        .map(|(k, v)| {
-            let v = if is_secret_option(k) {
-                "<redacted>".to_string()
-            } else {
-                v.clone()
-            };
-            (k.clone(), v)
-        })
-        .collect()
-}
-
 /// `[kafka.tls]`: TLS to the brokers. Every file is PEM; an absent
 /// `ca_file` means the system's trusted CAs.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -529,133 +522,6 @@ impl Default for ShutdownConfig {
     }
 }
 
-/// A credential: readable by the code that needs it, printed as
-/// `<redacted>` by `Debug` and by the printed configuration.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct Secret {
-    value: String,
-    /// Read from a `*_file` key: the printed configuration shows the file,
-    /// not this value.
-    #[serde(skip)]
-    from_file: bool,
-}
-
-impl Secret {
-    /// A secret given directly (e.g. from the environment).
-    pub fn new(value: impl Into<String>) -> Self {
-        Self {
-            value: value.into(),
-            from_file: false,
-        }
-    }
-
-    /// The secret value, for the client that sends it.
-    pub fn expose(&self) -> &str {
-        &self.value
-    }
-
-    /// Whether `secret` was read from its `*_file` key (serde skips it).
-    fn is_from_file(secret: &Option<Secret>) -> bool {
-        secret.as_ref().is_some_and(|s| s.from_file)
-    }
-}
-
-/// Reads `field`'s file into `value` when `file` is set: trailing newlines
-/// are dropped; a missing, unreadable or empty file is an error naming the
-/// key and the path.
-fn read_secret_file(
-    field: &str,
-    value: &mut Option<Secret>,
-    file: &Option<PathBuf>,
-) -> Result<(), ConfigError> {
-    let Some(path) = file else { return Ok(()) };
-    if value.as_ref().is_some_and(|s| !s.from_file) {
-        return Err(ConfigError::Invalid(format!(
-            "{field} and {field}_file are exclusive; set one"
-        )));
-    }
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
-        field: format!("{field}_file"),
-        path: path.display().to_string(),
-        source,
-    })?;
-    let secret = text.trim_end_matches(['\r', '\n']);
-    if secret.is_empty() {
-        return Err(ConfigError::Invalid(format!(
-            "{field}_file {} is empty",
-            path.display()
-        )));
-    }
-    *value = Some(Secret {
-        value: secret.to_string(),
-        from_file: true,
-    });
-    Ok(())
-}
-
-/// Checks that at most one of `value`/`file` is given (a value read from
-/// the file does not count). Only the structure: the value itself is
-/// checked by [`check_secret_value`] at load, so that a printed (redacted)
-/// configuration is exactly as valid as the original.
-fn check_secret(
-    field: &str,
-    value: &Option<Secret>,
-    file: &Option<PathBuf>,
-) -> Result<(), ConfigError> {
-    if value.as_ref().is_some_and(|s| !s.from_file) && file.is_some() {
-        return Err(ConfigError::Invalid(format!(
-            "{field} and {field}_file are exclusive; set one"
-        )));
-    }
-    Ok(())
-}
-
-/// A secret must not be empty, and one sent in an HTTP header must be
-/// printable ASCII without spaces.
-fn check_secret_value(
-    field: &str,
-    value: &Option<Secret>,
-    header: bool,
-) -> Result<(), ConfigError> {
-    let Some(secret) = value else { return Ok(()) };
-    if secret.value.is_empty() {
-        return Err(ConfigError::Invalid(format!("{field} must not be empty")));
-    }
-    if header && !secret.value.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ConfigError::Invalid(format!(
-            "{field} must be printable ASCII without spaces (an API key in its encoded form)"
-        )));
-    }
-    Ok(())
-}
-
-/// Checks that a certificate and its key are both set or both absent.
-fn check_cert_pair(
-    section: &str,
-    cert: &Option<PathBuf>,
-    key: &Option<PathBuf>,
-) -> Result<(), ConfigError> {
-    if cert.is_some() != key.is_some() {
-        return Err(ConfigError::Invalid(format!(
-            "{section}.cert_file and {section}.key_file go together"
-        )));
-    }
-    Ok(())
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("<redacted>")
-    }
-}
-
 impl Config {
     /// Reads, parses and validates a config file, then applies the
     /// environment overrides.
@@ -786,236 +652,6 @@ impl Config {
         }
     }
 
-    /// Checks invariants that serde cannot express.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |m: String| Err(ConfigError::Invalid(m));
-        if self.etcd.endpoints.is_empty() {
-            return invalid("etcd.endpoints must name at least one endpoint".into());
-        }
-        if self.etcd.prefix.is_empty() {
-            return invalid("etcd.prefix must not be empty".into());
-        }
-        self.validate_etcd_security()?;
-        self.validate_kafka_security()?;
-        self.validate_elasticsearch_security()?;
-        if self.kafka.brokers.is_empty() {
-            return invalid("kafka.brokers must name at least one broker".into());
-        }
-        if self.kafka.group_id.trim().is_empty() {
-            return invalid("kafka.group_id must not be empty".into());
-        }
-        if let Some(id) = &self.instance.id {
-            if id.trim().is_empty() {
-                return invalid("instance.id must not be empty".into());
-            }
-        }
-        if self.kafka.static_membership && self.instance.id.is_none() {
-            return invalid(
-                "kafka.static_membership needs an explicit instance.id (or LOGINGEST_INSTANCE_ID), unique in the fleet".into(),
-            );
-        }
-        for key in [
-            "group.id",
-            "group.instance.id",
-            "bootstrap.servers",
-            "enable.auto.offset.store",
-        ] {
-            if self.kafka.options.contains_key(key) {
-                return invalid(format!(
-                    "kafka.options.\"{key}\" is managed by logingest; use the [kafka] keys instead"
-                ));
-            }
-        }
-        if let Some(session) = self.kafka.options.get("session.timeout.ms") {
-            let ms: u64 = session.parse().map_err(|_| {
-                ConfigError::Invalid(format!(
-                    "kafka.options.\"session.timeout.ms\" = {session:?} is not a number"
-                ))
-            })?;
-            if self.kafka.drain_timeout >= Duration::from_millis(ms) {
-                return invalid(format!(
-                    "kafka.drain_timeout ({:?}) must be less than session.timeout.ms ({ms} ms)",
-                    self.kafka.drain_timeout
-                ));
-            }
-        }
-        if let Err(e) = self.elasticsearch.url.parse::<elasticsearch::http::Url>() {
-            return invalid(format!(
-                "elasticsearch.url {:?} is not a URL: {e}",
-                self.elasticsearch.url
-            ));
-        }
-        if self.elasticsearch.max_item_attempts == 0 {
-            return invalid("elasticsearch.max_item_attempts must be at least 1".into());
-        }
-        if self.dead_letter.destination == DeadLetterDestination::Kafka
-            && !self.dead_letter.topic.contains("{topic}")
-        {
-            // One topic for all: fine, but it must still be a legal name.
-            crate::registry::validate_topic(&self.dead_letter.topic)
-                .map_err(|e| ConfigError::Invalid(format!("dead_letter.topic: {e}")))?;
-        }
-        if self.dead_letter.destination == DeadLetterDestination::Elasticsearch {
-            crate::registry::validate_index(&self.dead_letter.index)
-                .map_err(|e| ConfigError::Invalid(format!("dead_letter.index: {e}")))?;
-        }
-        let b = &self.batch;
-        if b.max_documents == 0 || b.max_bytes == 0 {
-            return invalid("batch.max_documents and batch.max_bytes must be positive".into());
-        }
-        if b.max_in_flight_per_partition == 0 || b.max_in_flight == 0 {
-            return invalid("batch.max_in_flight* must be at least 1".into());
-        }
-        if self.retry.initial_backoff.is_zero()
-            || self.retry.initial_backoff > self.retry.max_backoff
-        {
-            return invalid(
-                "retry.initial_backoff must be positive and not above retry.max_backoff".into(),
-            );
-        }
-        Ok(())
-    }
-
-    fn validate_etcd_security(&self) -> Result<(), ConfigError> {
-        let etcd = &self.etcd;
-        check_cert_pair("etcd", &etcd.cert_file, &etcd.key_file)?;
-        check_secret("etcd.password", &etcd.password, &etcd.password_file)?;
-        if etcd.uses_tls() {
-            if let Some(plain) = etcd.endpoints.iter().find(|e| e.starts_with("http://")) {
-                return Err(ConfigError::Invalid(format!(
-                    "etcd.endpoints: {plain} is http:// but etcd.ca_file/cert_file or another endpoint asks for TLS; use https://"
-                )));
-            }
-        }
-        let has_password = etcd.password.is_some() || etcd.password_file.is_some();
-        match &etcd.username {
-            Some(user) if user.is_empty() => Err(ConfigError::Invalid(
-                "etcd.username must not be empty".into(),
-            )),
-            None if has_password => Err(ConfigError::Invalid(
-                "etcd.password (or password_file, LOGINGEST_ETCD_PASSWORD) needs etcd.username"
-                    .into(),
-            )),
-            _ => Ok(()),
-        }
-    }
-
-    fn validate_kafka_security(&self) -> Result<(), ConfigError> {
-        let managed = crate::kafka::security::MANAGED_BY_SECTIONS;
-        if let Some(tls) = &self.kafka.tls {
-            check_cert_pair("kafka.tls", &tls.cert_file, &tls.key_file)?;
-        }
-        if let Some(sasl) = &self.kafka.sasl {
-            if sasl.username.trim().is_empty() {
-                return Err(ConfigError::Invalid(
-                    "kafka.sasl.username must be set (a [kafka.sasl] section with mechanism and username)".into(),
-                ));
-            }
-            check_secret("kafka.sasl.password", &sasl.password, &sasl.password_file)?;
-        }
-        if self.kafka.tls.is_some() || self.kafka.sasl.is_some() {
-            for key in managed {
-                if self.kafka.options.contains_key(*key) {
-                    return Err(ConfigError::Invalid(format!(
-                        "kafka.options.\"{key}\" conflicts with [kafka.tls]/[kafka.sasl]; set it in one place"
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn validate_elasticsearch_security(&self) -> Result<(), ConfigError> {
-        let es = &self.elasticsearch;
-        check_secret("elasticsearch.password", &es.password, &es.password_file)?;
-        check_secret("elasticsearch.api_key", &es.api_key, &es.api_key_file)?;
-        check_secret(
-            "elasticsearch.bearer_token",
-            &es.bearer_token,
-            &es.bearer_token_file,
-        )?;
-        let basic = es.username.is_some() || es.password.is_some() || es.password_file.is_some();
-        if basic {
-            match &es.username {
-                Some(user) if user.is_empty() => {
-                    return Err(ConfigError::Invalid(
-                        "elasticsearch.username must not be empty".into(),
-                    ))
-                }
-                None => {
-                    return Err(ConfigError::Invalid(
-                        "elasticsearch.password (or password_file, LOGINGEST_ES_PASSWORD) needs elasticsearch.username".into(),
-                    ))
-                }
-                _ => {}
-            }
-        }
-        let api_key = es.api_key.is_some() || es.api_key_file.is_some();
-        let bearer = es.bearer_token.is_some() || es.bearer_token_file.is_some();
-        if [basic, api_key, bearer].iter().filter(|m| **m).count() > 1 {
-            return Err(ConfigError::Invalid(
-                "elasticsearch: set at most one of username/password, api_key and bearer_token"
-                    .into(),
-            ));
-        }
-        if let Ok(url) = es.url.parse::<elasticsearch::http::Url>() {
-            if url.password().is_some() || !url.username().is_empty() {
-                return Err(ConfigError::Invalid(
-                    "elasticsearch.url must not hold credentials; use elasticsearch.username and password".into(),
-                ));
-            }
-            if es.ca_file.is_some() && url.scheme() != "https" {
-                return Err(ConfigError::Invalid(format!(
-                    "elasticsearch.ca_file needs an https:// elasticsearch.url (got {:?})",
-                    es.url
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// Passwords that the configuration asks for but nothing provides
-    /// (neither the key, nor its `*_file`, nor the environment), one
-    /// message each. Not a validation error: a configuration may be
-    /// checked where its secrets are not (CI, an image build), and get
-    /// them from the environment where it runs; `logingest run` refuses to
-    /// start without them ([`Config::require_secrets`]).
-    pub fn missing_secrets(&self) -> Vec<String> {
-        let mut missing = Vec::new();
-        let absent =
-            |value: &Option<Secret>, file: &Option<PathBuf>| value.is_none() && file.is_none();
-        if let Some(sasl) = &self.kafka.sasl {
-            if absent(&sasl.password, &sasl.password_file) {
-                missing.push(format!(
-                    "kafka.sasl.password is not set (password, password_file or {ENV_KAFKA_SASL_PASSWORD})"
-                ));
-            }
-        }
-        let es = &self.elasticsearch;
-        if es.username.is_some() && absent(&es.password, &es.password_file) {
-            missing.push(format!(
-                "elasticsearch.password is not set for elasticsearch.username (password, password_file or {ENV_ES_PASSWORD})"
-            ));
-        }
-        let etcd = &self.etcd;
-        if etcd.username.is_some() && absent(&etcd.password, &etcd.password_file) {
-            missing.push(format!(
-                "etcd.password is not set for etcd.username (password, password_file or {ENV_ETCD_PASSWORD})"
-            ));
-        }
-        missing
-    }
-
-    /// Fails when [`Config::missing_secrets`] finds any.
-    pub fn require_secrets(&self) -> Result<(), ConfigError> {
-        let missing = self.missing_secrets();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(missing.join("; ")))
-        }
-    }
-
     /// The effective configuration as TOML, secrets redacted.
     pub fn to_redacted_toml(&self) -> String {
         let mut printable = self.clone();
@@ -1023,16 +659,6 @@ impl Config {
         toml::to_string_pretty(&printable)
             .unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
     }
-}
-
-/// librdkafka properties that hold credentials (`sasl.password`,
-/// `ssl.key.password`, `ssl.keystore.password`, `ssl.key.pem`,
-/// `sasl.oauthbearer.client.secret`, ...).
-pub fn is_secret_option(key: &str) -> bool {
-    key.contains("password")
-        || key.contains("secret")
-        || key == "ssl.key.pem"
-        || key == "sasl.oauthbearer.config"
 }
 
 #[cfg(test)]
