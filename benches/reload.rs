@@ -23,8 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{unique, Logingest, Options, Stack, GROUP_DEADLINE};
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use serde_json::Value;
 
 const PREFIX: &str = "/logingest/topics/";
@@ -245,12 +244,7 @@ fn produce_steadily_timed(
     per_second: u32,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<(u64, GapTracker)> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "0")
-        .set("message.timeout.ms", "120000")
-        .create()
-        .expect("producer");
+    let producer = common::steady_producer(brokers);
     let topic = topic.to_string();
     tokio::spawn(async move {
         let mut delivered = 0u64;

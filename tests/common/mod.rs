@@ -395,12 +395,7 @@ impl Stack {
         per_second: u32,
         stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     ) -> tokio::task::JoinHandle<Vec<String>> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("linger.ms", "0")
-            .set("message.timeout.ms", "120000")
-            .create()
-            .expect("producer");
+        let producer = steady_producer(&self.brokers);
         let topic = topic.to_string();
         tokio::spawn(async move {
             let mut ids = Vec::new();
@@ -549,6 +544,16 @@ impl Stack {
             expected.len()
         );
     }
+}
+
+/// A producer for steady load: no linger, patient with broker outages.
+pub fn steady_producer(brokers: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "0")
+        .set("message.timeout.ms", "120000")
+        .create()
+        .expect("producer")
 }
 
 /// Produces `records` round robin over `partitions` and returns the `_id`
