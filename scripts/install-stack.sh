@@ -42,7 +42,7 @@ have_pip() {
 }
 
 missing=()
-for p in etcd-server etcd-client protobuf-compiler libssl-dev pkg-config zlib1g-dev build-essential; do
+for p in etcd-server etcd-client protobuf-compiler libprotobuf-dev libssl-dev pkg-config zlib1g-dev build-essential; do
     pkg_installed "$p" || missing+=("$p")
 done
 command -v curl >/dev/null 2>&1 || missing+=(curl)
