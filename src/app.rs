@@ -3,6 +3,7 @@
 //! in order on SIGTERM/SIGINT.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use prometheus_client::registry::Registry;
@@ -13,14 +14,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::config::Config;
+use crate::health::Heartbeat;
 use crate::http::{self, HttpState};
-use crate::kafka::{consumer, StatusBoard};
+use crate::kafka::{consumer, Control, GroupConsumer, Prefetch, StatusBoard};
+use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
 use crate::reconciler::{Reconciler, ReconcilerParts};
 use crate::registry::watcher::RegistryWatcher;
 use crate::sink::dead_letter::DeadLetters;
 use crate::sink::template::Templates;
-use crate::sink::{self, Sink};
+use crate::sink::{self, Sink, SinkParts};
 
 /// Runs the daemon until a termination signal, then drains and exits.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -43,7 +46,9 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
     // outage the watcher should retry.
     config.require_secrets()?;
     crate::registry::watcher::tls_options(&config.etcd)?;
-    let es_for_templates = es.clone();
+    if config.batch.max_in_flight_per_partition.is_some() {
+        warn!("batch.max_in_flight_per_partition is no longer used: requests combine partitions and memory.max_buffered bounds what is held");
+    }
     let dead_letters = Arc::new(
         DeadLetters::new(
             &config.dead_letter,
@@ -54,17 +59,39 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
         )
         .context("cannot create the dead-letter producer")?,
     );
-    let sink = Arc::new(Sink::new(
-        es,
-        &config.elasticsearch,
+    let templates = Arc::new(Templates::new(
+        es.clone(),
+        config.index_template.clone(),
         config.retry.clone(),
-        config.batch.max_in_flight,
-        metrics.clone(),
     ));
+    let (sink, sink_task) = Sink::start(SinkParts {
+        client: es,
+        elasticsearch: config.elasticsearch.clone(),
+        batch: config.batch.clone(),
+        retry: config.retry.clone(),
+        dead_letters,
+        metrics: metrics.clone(),
+    });
+    let budget = MemoryBudget::new(
+        config.memory.budget(),
+        metrics.buffered_bytes.clone(),
+        &metrics.memory_budget_bytes,
+    );
     let board = Arc::new(StatusBoard::new(metrics.clone()));
-    let (consumer, events) =
-        consumer::create(&config.kafka, instance, board.clone(), metrics.clone())
-            .context("cannot create the Kafka consumer")?;
+    let GroupConsumer {
+        consumer,
+        events,
+        events_sender,
+    } = consumer::create(
+        &config.kafka,
+        instance,
+        Prefetch::for_budget(budget.limit()),
+        board.clone(),
+        metrics.clone(),
+    )
+    .context("cannot create the Kafka consumer")?;
+    let control = Control::start(consumer.clone(), events_sender)
+        .context("cannot start the Kafka control thread")?;
     // The group thread outlives the tasks: revocations during the drain
     // still need serving.
     let group_cancel = CancellationToken::new();
@@ -80,12 +107,23 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
     );
     let watcher = tokio::spawn(watcher.run(root.child_token()).in_current_span());
 
+    let reconciler_heartbeat = Arc::new(Heartbeat::new("reconciler"));
+    // A revocation may hold the group thread for the drain deadline.
+    let stall_after =
+        Duration::from_secs(30).max(2 * (config.kafka.drain_timeout + Duration::from_secs(2)));
     let http_state = Arc::new(HttpState {
         metrics: registry,
         registry: registry_rx.clone(),
         board: board.clone(),
         instance: instance.to_string(),
         group_id: config.kafka.group_id.clone(),
+        sink: sink.health(),
+        unready_after: config.http.unready_after,
+        heartbeats: vec![
+            consumer.context().heartbeat.clone(),
+            reconciler_heartbeat.clone(),
+        ],
+        stall_after,
     });
     let http_cancel = CancellationToken::new();
     let http_task = tokio::spawn(http::serve(listener, http_state, http_cancel.clone()));
@@ -95,22 +133,21 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
         kafka = ?config.kafka.brokers,
         elasticsearch = %config.elasticsearch.url,
         group = %config.kafka.group_id,
+        memory_budget = budget.limit(),
         "logingest started"
     );
 
     let reconciler = Reconciler::new(
         ReconcilerParts {
             consumer: consumer.clone(),
+            control,
             sink,
+            budget,
             kafka: config.kafka.clone(),
             batch: config.batch.clone(),
             board,
-            dead_letters,
-            templates: Arc::new(Templates::new(
-                es_for_templates,
-                config.index_template.clone(),
-                config.retry.clone(),
-            )),
+            templates,
+            heartbeat: reconciler_heartbeat,
             metrics,
         },
         root.clone(),
@@ -128,6 +165,14 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
         warn!(error = %e, "reconciler failed during shutdown");
     }
     let _ = watcher.await;
+    // Every handle of the sink went with the tasks: its batcher ends once
+    // its last requests do (abandoned ones are dropped at their next try).
+    if tokio::time::timeout(Duration::from_secs(5), sink_task)
+        .await
+        .is_err()
+    {
+        warn!("sink did not stop within 5 s");
+    }
     // Everything acknowledged was stored; commit it before leaving the group.
     let closing = consumer.clone();
     let commit =

@@ -158,7 +158,11 @@ pub async fn check_kafka(config: &KafkaConfig) -> EndpointCheck {
         ..config.clone()
     };
     let outcome = tokio::task::spawn_blocking(move || {
-        let mut cfg = crate::kafka::consumer::client_config(&config, "logingest-check-config");
+        let mut cfg = crate::kafka::consumer::client_config(
+            &config,
+            "logingest-check-config",
+            crate::kafka::Prefetch::for_budget(64 << 20),
+        );
         cfg.set("statistics.interval.ms", "0");
         let consumer: BaseConsumer<RecordingContext> = cfg
             .create_with_context(RecordingContext::default())

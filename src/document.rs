@@ -1,27 +1,30 @@
-//! Shaping one Kafka record into one Elasticsearch `_bulk` entry.
+//! The document contract: what a Kafka record becomes in Elasticsearch,
+//! and the stage that shapes each record of a partition into its chunk.
 //!
-//! The document contract (also in the README):
-//! * `_id` = `<topic>-<partition>-<offset>`: unique per record, so a redelivery
-//!   overwrites instead of duplicating;
-//! * `_source` = `@timestamp`, `message`, `kafka.{topic,partition,offset,key}`;
-//!   with `"format": "json"` the line's own fields too.
+//! * `_id` = `<topic>-<partition>-<offset>`: unique per record, so a
+//!   redelivery overwrites instead of duplicating (and bumps `_version`,
+//!   which is how the tests count redeliveries);
+//! * `_source` = `@timestamp`, `message`, `kafka.{topic,partition,offset,key}`
+//!   (the `kafka_fields` setting chooses which); with `"format": "json"` the
+//!   line's own fields too.
+//!
+//! Plain text lines go straight to the encoder's fast path; JSON lines are
+//! built as objects. (A per-topic transform, when set, runs on the object
+//! between shaping and encoding.)
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
-use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::registry::{validate_index, LineFormat, RegistryError, TopicSettings};
+use crate::sink::chunk::{ChunkBuilder, RawRecord};
+use crate::sink::encoder::EntryEncoder;
+use crate::topic::{LineFormat, TopicPartition, TopicSettings};
 
 /// The parts of a Kafka record that end up in a document.
 #[derive(Debug, Clone, Copy)]
 pub struct Record<'a> {
-    /// The topic it was read from.
-    pub topic: &'a str,
-    /// Its partition.
-    pub partition: i32,
     /// Its offset in the partition.
     pub offset: i64,
     /// The record key, when there is one.
@@ -40,111 +43,13 @@ pub fn document_id(topic: &str, partition: i32, offset: i64) -> String {
     format!("{topic}-{partition}-{offset}")
 }
 
-/// An index name that may depend on the document: `{topic}` and
-/// strftime-style date parts (`%Y.%m.%d`) taken from its `@timestamp` (UTC).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IndexTemplate {
-    /// The name with `{topic}` resolved.
-    name: String,
-    /// Its date parts, compiled; `None` when the name is fixed.
-    items: Option<Vec<Item<'static>>>,
-}
-
-impl IndexTemplate {
-    /// A fixed index name.
-    pub fn fixed(name: &str) -> Self {
-        Self {
-            name: name.to_string(),
-            items: None,
-        }
-    }
-
-    /// Compiles `template` for `topic`, checking that every date part is
-    /// known and that the names it gives are valid index names.
-    pub fn parse(topic: &str, template: &str) -> Result<Self, RegistryError> {
-        let name = template.replace("{topic}", &topic.to_ascii_lowercase());
-        if name.contains(['{', '}']) {
-            return Err(RegistryError::InvalidValue(format!(
-                "index: {template:?} has a placeholder other than {{topic}}"
-            )));
-        }
-        if !name.contains('%') {
-            validate_index(&name)?;
-            return Ok(Self::fixed(&name));
-        }
-        let items = StrftimeItems::new(&name).parse_to_owned().map_err(|_| {
-            RegistryError::InvalidValue(format!("index: {template:?} has an unknown %-date part"))
-        })?;
-        let compiled = Self {
-            name,
-            items: Some(items),
-        };
-        let sample = DateTime::<Utc>::from_timestamp(1_767_225_600, 0).unwrap_or_default();
-        validate_index(&compiled.render(sample))?;
-        Ok(compiled)
-    }
-
-    /// The index name for a document with this `@timestamp`.
-    pub fn render(&self, timestamp: DateTime<Utc>) -> Cow<'_, str> {
-        match &self.items {
-            None => Cow::Borrowed(&self.name),
-            Some(items) => Cow::Owned(timestamp.format_with_items(items.iter()).to_string()),
-        }
-    }
-
-    /// The index pattern covering every name it renders (date parts as `*`),
-    /// for an index template.
-    pub fn pattern(&self) -> String {
-        let Some(items) = &self.items else {
-            return self.name.clone();
-        };
-        let mut pattern = String::new();
-        for item in items {
-            match item {
-                Item::Literal(s) | Item::Space(s) => pattern.push_str(s),
-                Item::OwnedLiteral(s) | Item::OwnedSpace(s) => pattern.push_str(s),
-                _ if pattern.ends_with('*') => {}
-                _ => pattern.push('*'),
-            }
-        }
-        pattern
-    }
-}
-
-#[derive(Serialize)]
-struct ActionMeta<'a> {
-    #[serde(rename = "_index")]
-    index: &'a str,
-    #[serde(rename = "_id")]
-    id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pipeline: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct TextSource<'a> {
-    #[serde(rename = "@timestamp")]
-    timestamp: String,
-    message: Cow<'a, str>,
-    kafka: KafkaFields<'a>,
-}
-
-fn kafka_fields<'a>(record: &Record<'a>) -> KafkaFields<'a> {
-    KafkaFields {
-        topic: record.topic,
-        partition: record.partition,
-        offset: record.offset,
-        key: record.key.map(text),
-    }
-}
-
-#[derive(Serialize)]
-struct KafkaFields<'a> {
-    topic: &'a str,
-    partition: i32,
-    offset: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key: Option<Cow<'a, str>>,
+/// Why a record could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ShapeError {
+    /// Serialising the document failed (cannot happen for owned text; kept
+    /// so that it would stop the task instead of skipping the record).
+    #[error("cannot encode the document: {0}")]
+    Encode(#[from] serde_json::Error),
 }
 
 /// Text of a byte string: invalid UTF-8 sequences become U+FFFD, so a line
@@ -153,15 +58,14 @@ fn text(bytes: &[u8]) -> Cow<'_, str> {
     String::from_utf8_lossy(bytes)
 }
 
-/// RFC 3339 UTC with milliseconds; `now` when the record has no usable
-/// timestamp (absent, negative or out of range).
+/// The record's `@timestamp`: its Kafka timestamp, or `now` when it has no
+/// usable one (absent, negative or out of range).
 pub fn timestamp(timestamp_ms: Option<i64>, now: DateTime<Utc>) -> DateTime<Utc> {
     timestamp_ms
         .filter(|ms| *ms >= 0)
         .and_then(DateTime::<Utc>::from_timestamp_millis)
         .unwrap_or(now)
 }
-
 /// A field's value as a time: RFC 3339 text, or epoch milliseconds (a
 /// number or a string of digits).
 fn parse_time(value: &Value) -> Option<DateTime<Utc>> {
@@ -192,111 +96,175 @@ fn lookup<'v>(object: &'v Map<String, Value>, field: &str) -> Option<&'v Value> 
     Some(current)
 }
 
-/// The `_source` of a JSON-format record and its `@timestamp`.
+/// The `_source` of a JSON-format record (without logingest's own fields)
+/// and its `@timestamp`.
 fn json_source(
     settings: &TopicSettings,
     record: &Record<'_>,
-    now: DateTime<Utc>,
+    kafka_time: DateTime<Utc>,
 ) -> (Map<String, Value>, DateTime<Utc>) {
-    let kafka_time = timestamp(record.timestamp_ms, now);
     let raw = record.value.map(text).unwrap_or(Cow::Borrowed(""));
     let mut doc = Map::new();
     let mut time = kafka_time;
+    match record
+        .value
+        .map(serde_json::from_slice::<Map<String, Value>>)
     {
-        match record
-            .value
-            .map(serde_json::from_slice::<Map<String, Value>>)
-        {
-            Some(Ok(object)) => {
-                if let Some(field) = &settings.timestamp_field {
-                    time = lookup(&object, field)
-                        .and_then(parse_time)
-                        .unwrap_or(kafka_time);
-                }
-                match &settings.json_target {
-                    Some(target) => {
-                        doc.insert(target.clone(), Value::Object(object));
-                    }
-                    None => doc = object,
-                }
-                if doc.contains_key("message") {
-                    match doc
-                        .entry("event")
-                        .or_insert_with(|| Value::Object(Map::new()))
-                    {
-                        Value::Object(event) => {
-                            event.insert("original".into(), Value::String(raw.into_owned()));
-                        }
-                        _ => {
-                            doc.insert("event.original".into(), Value::String(raw.into_owned()));
-                        }
-                    }
-                } else {
-                    doc.insert("message".into(), Value::String(raw.into_owned()));
-                }
+        Some(Ok(object)) => {
+            if let Some(field) = &settings.timestamp_field {
+                time = lookup(&object, field)
+                    .and_then(parse_time)
+                    .unwrap_or(kafka_time);
             }
-            _ => {
+            match &settings.json_target {
+                Some(target) => {
+                    doc.insert(target.clone(), Value::Object(object));
+                }
+                None => doc = object,
+            }
+            if doc.contains_key("message") {
+                match doc
+                    .entry("event")
+                    .or_insert_with(|| Value::Object(Map::new()))
+                {
+                    Value::Object(event) => {
+                        event.insert("original".into(), Value::String(raw.into_owned()));
+                    }
+                    _ => {
+                        doc.insert("event.original".into(), Value::String(raw.into_owned()));
+                    }
+                }
+            } else {
                 doc.insert("message".into(), Value::String(raw.into_owned()));
-                doc.insert("tags".into(), Value::from(vec!["json_parse_failure"]));
             }
         }
+        _ => {
+            doc.insert("message".into(), Value::String(raw.into_owned()));
+            doc.insert("tags".into(), Value::from(vec!["json_parse_failure"]));
+        }
     }
-    // logingest's own fields win over same-named fields of the line.
-    doc.insert(
-        "@timestamp".into(),
-        Value::String(time.to_rfc3339_opts(SecondsFormat::Millis, true)),
-    );
-    doc.insert(
-        "kafka".into(),
-        serde_json::to_value(kafka_fields(record)).unwrap_or(Value::Null),
-    );
     (doc, time)
 }
 
-/// Appends the action line and the source line of `record`, shaped by the
-/// topic's `settings`, to a `_bulk` body, each ending in `\n`.
-pub fn write_bulk_entry(
-    body: &mut Vec<u8>,
-    settings: &TopicSettings,
-    record: &Record<'_>,
-    now: DateTime<Utc>,
-) -> Result<(), serde_json::Error> {
-    let id = document_id(record.topic, record.partition, record.offset);
-    // Plain lines take a fast path: a struct serialised directly.
-    let (doc, time) = match settings.format {
-        LineFormat::Text => (None, timestamp(record.timestamp_ms, now)),
-        LineFormat::Json => {
-            let (doc, time) = json_source(settings, record, now);
-            (Some(doc), time)
+/// Shapes one partition's records into documents and writes them into its
+/// chunks. Built once per partition task.
+#[derive(Debug)]
+pub struct Shaper {
+    partition: TopicPartition,
+    encoder: EntryEncoder,
+}
+
+impl Shaper {
+    /// The shaper of `partition` under `settings`.
+    pub fn new(settings: Arc<TopicSettings>, partition: TopicPartition) -> Self {
+        Self {
+            encoder: EntryEncoder::new(settings, &partition),
+            partition,
         }
-    };
-    let index = settings.template.render(time);
-    let meta = ActionMeta {
-        index: &index,
-        id: &id,
-        pipeline: settings.pipeline.as_deref(),
-    };
-    // Data streams only take `create`; a 409 then means "already there".
-    body.extend_from_slice(if settings.data_stream {
-        b"{\"create\":"
-    } else {
-        b"{\"index\":"
-    });
-    serde_json::to_writer(&mut *body, &meta)?;
-    body.extend_from_slice(b"}\n");
-    match doc {
-        Some(doc) => serde_json::to_writer(&mut *body, &doc)?,
-        None => serde_json::to_writer(
-            &mut *body,
-            &TextSource {
-                timestamp: time.to_rfc3339_opts(SecondsFormat::Millis, true),
-                message: record.value.map(text).unwrap_or(Cow::Borrowed("")),
-                kafka: kafka_fields(record),
-            },
-        )?,
     }
-    body.push(b'\n');
-    Ok(())
+
+    /// The settings it shapes with.
+    pub fn settings(&self) -> &TopicSettings {
+        self.encoder.settings()
+    }
+
+    /// The document of `record` as an object (the JSON shape, or the text
+    /// shape as an object), with its `@timestamp`.
+    pub fn object(
+        &self,
+        record: &Record<'_>,
+        now: DateTime<Utc>,
+    ) -> (Map<String, Value>, DateTime<Utc>) {
+        let kafka_time = timestamp(record.timestamp_ms, now);
+        let (mut doc, time) = match self.settings().format {
+            LineFormat::Json => json_source(self.settings(), record, kafka_time),
+            LineFormat::Text => {
+                let mut doc = Map::new();
+                let message = record.value.map(text).unwrap_or_default();
+                doc.insert("message".into(), Value::String(message.into_owned()));
+                (doc, kafka_time)
+            }
+        };
+        // logingest's own fields win over same-named fields of the line.
+        doc.insert(
+            "@timestamp".into(),
+            Value::String(time.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        );
+        match self
+            .encoder
+            .kafka_value(&self.partition, record.offset, record.key)
+        {
+            Some(kafka) => {
+                doc.insert("kafka".into(), kafka);
+            }
+            None => {
+                doc.remove("kafka");
+            }
+        }
+        (doc, time)
+    }
+
+    /// Appends the document of `record` (both `_bulk` lines) to `chunk`.
+    pub fn write(
+        &mut self,
+        chunk: &mut ChunkBuilder,
+        record: &Record<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<(), ShapeError> {
+        let mark = chunk.mark();
+        let result = match self.settings().format {
+            LineFormat::Text => {
+                let time = timestamp(record.timestamp_ms, now);
+                let body = chunk.body_mut();
+                self.encoder.write_action(body, record.offset, time, None);
+                self.encoder.write_text_source(
+                    body,
+                    time.timestamp_millis(),
+                    record.value,
+                    record.offset,
+                    record.key,
+                );
+                Ok(())
+            }
+            LineFormat::Json => {
+                let (doc, time) = self.object(record, now);
+                self.write_object(chunk, record.offset, time, None, &doc)
+            }
+        };
+        match result {
+            Ok(()) => {
+                chunk.commit_document(
+                    mark,
+                    RawRecord {
+                        offset: record.offset,
+                        key: record.key,
+                        value: record.value,
+                    },
+                    record.timestamp_ms,
+                );
+                Ok(())
+            }
+            Err(e) => {
+                chunk.rollback(mark);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes an object document (to `index` when routed).
+    fn write_object(
+        &mut self,
+        chunk: &mut ChunkBuilder,
+        offset: i64,
+        time: DateTime<Utc>,
+        index: Option<&str>,
+        doc: &Map<String, Value>,
+    ) -> Result<(), ShapeError> {
+        let body = chunk.body_mut();
+        self.encoder.write_action(body, offset, time, index);
+        self.encoder.write_object_source(body, doc)?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -309,10 +277,13 @@ mod tests {
     }
 
     fn entry_with(settings: &TopicSettings, record: Record<'_>) -> (Value, Value) {
-        let mut body = Vec::new();
+        let tp = TopicPartition::new("nginx", 12);
+        let mut shaper = Shaper::new(Arc::new(settings.clone()), tp.clone());
+        let mut chunk = ChunkBuilder::new(tp, 1, 0);
         let now = DateTime::from_timestamp_millis(1_700_000_000_000).unwrap();
-        write_bulk_entry(&mut body, settings, &record, now).unwrap();
-        let text = String::from_utf8(body).unwrap();
+        shaper.write(&mut chunk, &record, now).unwrap();
+        assert_eq!(chunk.len(), 1);
+        let text = String::from_utf8(chunk.body_mut().clone()).unwrap();
         let mut lines = text.lines();
         let action = serde_json::from_str(lines.next().unwrap()).unwrap();
         let source = serde_json::from_str(lines.next().unwrap()).unwrap();
@@ -323,8 +294,6 @@ mod tests {
 
     fn record<'a>(value: Option<&'a [u8]>, key: Option<&'a [u8]>) -> Record<'a> {
         Record {
-            topic: "nginx",
-            partition: 12,
             offset: 3,
             key,
             value,

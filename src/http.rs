@@ -1,6 +1,15 @@
 //! The HTTP endpoint: `/healthz`, `/readyz`, `/metrics` and `/status`.
+//!
+//! * `/healthz` — 200 while the Kafka group thread and the reconciler keep
+//!   beating their heartbeats; 503 naming the loop that has not beaten for
+//!   `stall_after` (restart the process: it cannot recover by itself).
+//! * `/readyz` — 503 until the registry was read from etcd and, when it
+//!   names topics, the consumer group answered; 503 again while every
+//!   `_bulk` request has failed for `http.unready_after` (the sink cannot
+//!   deliver: wrong credentials, cluster gone); 200 otherwise.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -13,9 +22,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::health::Heartbeat;
 use crate::kafka::status::PartitionReport;
 use crate::kafka::StatusBoard;
 use crate::registry::watcher::RegistrySnapshot;
+use crate::sink::service::SinkHealth;
 
 /// What the handlers read.
 pub struct HttpState {
@@ -30,6 +41,14 @@ pub struct HttpState {
     pub instance: String,
     /// The consumer group.
     pub group_id: String,
+    /// How far the sink is from healthy.
+    pub sink: Arc<SinkHealth>,
+    /// Not ready after every `_bulk` request failed for this long.
+    pub unready_after: Duration,
+    /// The loops that must keep turning.
+    pub heartbeats: Vec<Arc<Heartbeat>>,
+    /// Unhealthy when one of them has not beaten for this long.
+    pub stall_after: Duration,
 }
 
 /// The body of `GET /status`.
@@ -50,7 +69,7 @@ pub struct StatusReport {
 /// The router, separate from serving so that it can be tested.
 pub fn router(state: Arc<HttpState>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
@@ -68,9 +87,39 @@ pub async fn serve(
         .await
 }
 
+/// Healthy while every loop beats.
+async fn healthz(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
+    for heartbeat in &state.heartbeats {
+        let age = heartbeat.age();
+        if age > state.stall_after {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "unhealthy: the {} has made no progress for {:.0?}\n",
+                    heartbeat.name(),
+                    age
+                ),
+            );
+        }
+    }
+    (StatusCode::OK, "ok\n".to_string())
+}
+
 /// Ready once the registry was read and, when it names topics, the
-/// consumer group has answered (an assignment arrived, possibly empty).
+/// consumer group has answered (an assignment arrived, possibly empty),
+/// and while the sink delivers.
 async fn readyz(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
+    if let Some(failing) = state.sink.failing_for() {
+        if failing >= state.unready_after {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "not ready: every Elasticsearch bulk request has failed for {:.0?}\n",
+                    failing
+                ),
+            );
+        }
+    }
     match state.registry.borrow().as_ref() {
         None => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -1,16 +1,20 @@
 //! logingest drains Kafka log topics into Elasticsearch, following a live
 //! topic registry kept in etcd.
 //!
-//! The data flows through one module per stage:
+//! The data flows through one module per stage (ARCHITECTURE.md draws it):
 //!
+//! * [`topic`]: the shared vocabulary (partitions, per-topic settings,
+//!   index templates, name rules), a leaf every stage imports;
 //! * [`config`]: the TOML configuration, validated at start-up;
 //! * [`registry`]: the etcd topic registry (parsing, watching, editing);
 //! * [`reconciler`]: desired topics ∩ assigned partitions → running tasks;
 //! * [`kafka`]: the group consumer, its rebalance events and partition tasks;
 //! * [`document`]: shaping a Kafka record into an Elasticsearch document;
-//! * [`sink`]: `_bulk` requests, retries and item classification;
+//! * [`sink`]: `_bulk` requests across partitions, retries, dead letters;
+//! * [`memory`]: the process-wide budget of buffered bytes;
 //! * [`fleet`]: the fleet-wide view of `logingest status`;
-//! * [`http`] and [`metrics`]: health, readiness and Prometheus metrics;
+//! * [`http`], [`health`] and [`metrics`]: health, readiness and Prometheus
+//!   metrics;
 //! * [`app`]: wiring everything together for `logingest run`;
 //! * [`check`]: reaching each endpoint for `logingest check-config --connect`.
 
@@ -19,10 +23,14 @@ pub mod backoff;
 pub mod check;
 pub mod config;
 pub mod document;
+pub mod fault;
 pub mod fleet;
+pub mod health;
 pub mod http;
 pub mod kafka;
+pub mod memory;
 pub mod metrics;
 pub mod reconciler;
 pub mod registry;
 pub mod sink;
+pub mod topic;

@@ -1,19 +1,35 @@
 //! Prometheus metrics, served as text on `/metrics`.
+//!
+//! Every label set is a type named for what it labels, so a series cannot
+//! be given a label of the wrong kind. Handles are cheap to clone; the hot
+//! path resolves its per-topic series once per partition task, not per
+//! document.
 
 use std::sync::atomic::AtomicU64;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::topic::TopicPartition;
+
 /// Label set of per-topic series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TopicLabel {
     /// The Kafka topic.
     pub topic: String,
+}
+
+impl TopicLabel {
+    /// The labels of `topic`.
+    pub fn of(topic: &str) -> Self {
+        Self {
+            topic: topic.to_string(),
+        }
+    }
 }
 
 /// Label set of per-partition series.
@@ -27,7 +43,7 @@ pub struct PartitionLabel {
 
 impl PartitionLabel {
     /// The labels of a topic-partition.
-    pub fn of(tp: &crate::kafka::TopicPartition) -> Self {
+    pub fn of(tp: &TopicPartition) -> Self {
         Self {
             topic: tp.topic.to_string(),
             partition: tp.partition,
@@ -35,11 +51,79 @@ impl PartitionLabel {
     }
 }
 
-/// Label set of outcome series.
+/// What became of one `_bulk` request.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum BulkOutcome {
+    /// Every document stored.
+    Ok,
+    /// A real bulk reply in which some items failed.
+    Partial,
+    /// A 2xx reply that is not a bulk reply for the documents sent (an
+    /// empty object, an HTML page, a truncated body, the wrong number of
+    /// items): nothing of it counts as acknowledged.
+    Malformed,
+    /// The request failed as a whole (connection, timeout, 429, 5xx, 401...).
+    Error,
+    /// 413: the request was larger than the cluster accepts.
+    TooLarge,
+}
+
+impl BulkOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Partial => "partial",
+            Self::Malformed => "malformed",
+            Self::Error => "error",
+            Self::TooLarge => "too_large",
+        }
+    }
+}
+
+/// Label set of `_bulk` request series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabel {
-    /// What happened (`ok`, `retried`, ...).
-    pub outcome: &'static str,
+pub struct BulkOutcomeLabel {
+    /// What became of the request.
+    pub outcome: BulkOutcome,
+}
+
+/// A consumer-group rebalance event.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum RebalanceKind {
+    /// Partitions given to this member.
+    Assign,
+    /// Partitions taken away.
+    Revoke,
+}
+
+impl RebalanceKind {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Assign => "assign",
+            Self::Revoke => "revoke",
+        }
+    }
+}
+
+macro_rules! label_value_by_name {
+    ($($t:ty),*) => {$(
+        impl EncodeLabelValue for $t {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+                use std::fmt::Write;
+                encoder.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+label_value_by_name!(BulkOutcome, RebalanceKind);
+
+/// Label set of rebalance series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RebalanceLabel {
+    /// The kind of event.
+    pub kind: RebalanceKind,
 }
 
 /// Label set of the instance info series.
@@ -56,23 +140,53 @@ pub struct InstanceLabel {
 pub struct Metrics {
     /// Records read from Kafka, per topic.
     pub documents_read: Family<TopicLabel, Counter>,
+    /// Bytes of record keys and values read from Kafka, per topic.
+    pub bytes_read: Family<TopicLabel, Counter>,
     /// Documents Elasticsearch acknowledged, per topic.
     pub documents_indexed: Family<TopicLabel, Counter>,
     /// Documents given up after permanent rejections, per topic.
     pub documents_failed: Family<TopicLabel, Counter>,
     /// Documents sent to the dead-letter destination, per topic.
     pub documents_dead_lettered: Family<TopicLabel, Counter>,
+    /// Dead letters the destination refused even in their reduced form
+    /// (logged with topic, partition and offset; the record is still in
+    /// the source topic), per topic.
+    pub dead_letters_refused: Family<TopicLabel, Counter>,
     /// Documents sent again after a retryable item error, per topic.
     pub documents_retried: Family<TopicLabel, Counter>,
+    /// Documents a transform dropped on purpose (`abort`), per topic.
+    pub documents_dropped: Family<TopicLabel, Counter>,
+    /// Documents whose transform failed at run time (indexed untransformed
+    /// and tagged), per topic.
+    pub transform_failures: Family<TopicLabel, Counter>,
     /// `_bulk` requests by outcome.
-    pub bulk_requests: Family<OutcomeLabel, Counter>,
+    pub bulk_requests: Family<BulkOutcomeLabel, Counter>,
     /// Latency of `_bulk` requests.
     pub bulk_request_duration: Histogram,
-    /// Bytes of documents read from Kafka and not yet acknowledged.
+    /// Bytes of `_bulk` request bodies sent (after compression).
+    pub bulk_bytes_sent: Counter,
+    /// Documents per `_bulk` request.
+    pub bulk_documents: Histogram,
+    /// The adaptive limit of `_bulk` requests in flight.
+    pub bulk_concurrency_limit: Gauge,
+    /// From a record's Kafka timestamp to its acknowledgement by
+    /// Elasticsearch (observed per acknowledged chunk, for its oldest
+    /// record).
+    pub end_to_end_latency: Histogram,
+    /// Bytes held for documents read and not yet acknowledged (open
+    /// chunks, requests in flight, dead letters); never above
+    /// `memory_budget_bytes`.
     pub buffered_bytes: Gauge,
+    /// The process-wide budget of `buffered_bytes` (`memory.max_buffered`).
+    pub memory_budget_bytes: Gauge,
     /// Messages not yet acknowledged, per assigned partition.
     pub partition_lag: Family<PartitionLabel, Gauge>,
-    /// Partitions whose fetching is paused because the sink cannot keep up.
+    /// Age in seconds of the oldest record read and not yet acknowledged;
+    /// while nothing is pending but messages are waiting in Kafka, the age
+    /// of the last acknowledged record; 0 when caught up.
+    pub partition_lag_seconds: Family<PartitionLabel, Gauge<f64, AtomicU64>>,
+    /// Partitions whose fetching is paused because the sink cannot keep up
+    /// or the memory budget is spent.
     pub partitions_paused: Gauge,
     /// Partition tasks running now.
     pub partition_tasks: Gauge,
@@ -80,7 +194,8 @@ pub struct Metrics {
     pub registry_topics: Gauge,
     /// Registry key changes applied.
     pub registry_changes_applied: Counter,
-    /// Registry key changes rejected (value did not parse).
+    /// Registry key changes rejected (value did not parse, or its transform
+    /// did not compile).
     pub registry_changes_rejected: Counter,
     /// etcd revision of the registry state in force.
     pub registry_revision: Gauge,
@@ -90,6 +205,9 @@ pub struct Metrics {
     pub last_reconcile_timestamp: Gauge<f64, AtomicU64>,
     /// Partition tasks started, per topic (restarts show up here).
     pub partition_task_starts: Family<TopicLabel, Counter>,
+    /// Partition tasks that panicked or ended unexpectedly and were
+    /// restarted from their first unacknowledged offset, per topic.
+    pub partition_task_restarts: Family<TopicLabel, Counter>,
     /// From a registry change arriving to the subscription and tasks being
     /// updated (logingest's own share of a reload).
     pub registry_apply_duration: Histogram,
@@ -99,8 +217,10 @@ pub struct Metrics {
     /// From a topic's removal from the registry to all its tasks stopped
     /// (flushed and committed).
     pub topic_stop_duration: Histogram,
-    /// Consumer-group rebalance events by kind (`assign`, `revoke`).
-    pub rebalances: Family<OutcomeLabel, Counter>,
+    /// Consumer-group rebalance events by kind.
+    pub rebalances: Family<RebalanceLabel, Counter>,
+    /// Offset commits the group coordinator refused or that failed.
+    pub commit_failures: Counter,
     /// Errors reported by the Kafka client.
     pub kafka_errors: Counter,
 }
@@ -110,14 +230,24 @@ impl Metrics {
     pub fn new(registry: &mut Registry, instance: &str) -> Self {
         let m = Self {
             documents_read: Family::default(),
+            bytes_read: Family::default(),
             documents_indexed: Family::default(),
             documents_failed: Family::default(),
-            documents_retried: Family::default(),
             documents_dead_lettered: Family::default(),
+            dead_letters_refused: Family::default(),
+            documents_retried: Family::default(),
+            documents_dropped: Family::default(),
+            transform_failures: Family::default(),
             bulk_requests: Family::default(),
-            bulk_request_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            bulk_request_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            bulk_bytes_sent: Counter::default(),
+            bulk_documents: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
+            bulk_concurrency_limit: Gauge::default(),
+            end_to_end_latency: Histogram::new(exponential_buckets(0.005, 2.0, 18)),
             buffered_bytes: Gauge::default(),
+            memory_budget_bytes: Gauge::default(),
             partition_lag: Family::default(),
+            partition_lag_seconds: Family::default(),
             partitions_paused: Gauge::default(),
             partition_tasks: Gauge::default(),
             registry_topics: Gauge::default(),
@@ -127,10 +257,12 @@ impl Metrics {
             registry_resyncs: Counter::default(),
             last_reconcile_timestamp: Gauge::default(),
             partition_task_starts: Family::default(),
+            partition_task_restarts: Family::default(),
             registry_apply_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             partition_first_ack_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             topic_stop_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             rebalances: Family::default(),
+            commit_failures: Counter::default(),
             kafka_errors: Counter::default(),
         };
         let info = Family::<InstanceLabel, Gauge>::default();
@@ -148,17 +280,28 @@ impl Metrics {
         }
         register! {
             "documents_read" => documents_read, "Records read from Kafka";
+            "bytes_read" => bytes_read, "Bytes of record keys and values read from Kafka";
             "documents_indexed" => documents_indexed, "Documents acknowledged by Elasticsearch";
             "documents_failed" => documents_failed, "Documents permanently rejected by Elasticsearch";
             "documents_retried" => documents_retried, "Documents sent again after a retryable item error";
             "documents_dead_lettered" => documents_dead_lettered, "Documents sent to the dead-letter destination";
+            "dead_letters_refused" => dead_letters_refused, "Dead letters refused by their destination even in reduced form";
+            "documents_dropped" => documents_dropped, "Documents dropped on purpose by the topic's transform";
+            "transform_failures" => transform_failures, "Documents whose transform failed at run time (indexed untransformed)";
             "bulk_requests" => bulk_requests, "Bulk requests by outcome";
             "bulk_request_duration_seconds" => bulk_request_duration, "Latency of Elasticsearch bulk requests";
-            "buffered_bytes" => buffered_bytes, "Bytes read from Kafka and not yet acknowledged by Elasticsearch";
+            "bulk_bytes_sent" => bulk_bytes_sent, "Bytes of bulk request bodies sent (after compression)";
+            "bulk_documents" => bulk_documents, "Documents per bulk request";
+            "bulk_concurrency_limit" => bulk_concurrency_limit, "Adaptive limit of bulk requests in flight";
+            "end_to_end_latency_seconds" => end_to_end_latency, "From a record's Kafka timestamp to its acknowledgement by Elasticsearch";
+            "buffered_bytes" => buffered_bytes, "Bytes held for documents read from Kafka and not yet acknowledged";
+            "memory_budget_bytes" => memory_budget_bytes, "The process-wide budget of buffered bytes";
             "partition_tasks" => partition_tasks, "Partition tasks running";
             "partitions_paused" => partitions_paused, "Partitions paused because the sink cannot keep up";
             "partition_lag" => partition_lag, "Messages not yet acknowledged (high watermark minus acknowledged offset)";
+            "partition_lag_seconds" => partition_lag_seconds, "Age of the oldest record read and not yet acknowledged";
             "partition_task_starts" => partition_task_starts, "Partition tasks started";
+            "partition_task_restarts" => partition_task_restarts, "Partition tasks restarted after a panic or an unexpected end";
             "registry_topics" => registry_topics, "Topics in the registry";
             "registry_changes_applied" => registry_changes_applied, "Registry changes applied";
             "registry_changes_rejected" => registry_changes_rejected, "Registry changes rejected because the value did not parse";
@@ -169,15 +312,23 @@ impl Metrics {
             "partition_first_ack_duration_seconds" => partition_first_ack_duration, "From a partition task's start to its first acknowledged batch";
             "topic_stop_duration_seconds" => topic_stop_duration, "From a topic's removal to all its partition tasks stopped";
             "rebalances" => rebalances, "Consumer group rebalance events";
+            "commit_failures" => commit_failures, "Offset commits that failed";
             "kafka_errors" => kafka_errors, "Errors reported by the Kafka client";
         }
         m
     }
 
-    /// The per-topic label set.
-    pub fn topic(topic: &str) -> TopicLabel {
-        TopicLabel {
-            topic: topic.to_string(),
-        }
+    /// Counts a rebalance event.
+    pub fn rebalance(&self, kind: RebalanceKind) {
+        self.rebalances
+            .get_or_create(&RebalanceLabel { kind })
+            .inc();
+    }
+
+    /// Counts a `_bulk` request.
+    pub fn bulk_request(&self, outcome: BulkOutcome) {
+        self.bulk_requests
+            .get_or_create(&BulkOutcomeLabel { outcome })
+            .inc();
     }
 }

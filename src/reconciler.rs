@@ -14,45 +14,55 @@
 //!   group assigns them (or at once, if they are still assigned).
 //! * A topic's settings changed: its tasks drain and restart with the new
 //!   settings from the first unacknowledged offset.
-//! * Partitions revoked: their tasks drain and commit before librdkafka hands
-//!   them over.
+//! * Partitions revoked: their tasks drain before librdkafka hands them
+//!   over; the revoke handler then fences and commits (see
+//!   [`crate::kafka::assignment`]).
+//! * A task that panics or ends without being asked to is restarted from
+//!   its first unacknowledged offset, with a growing delay if it keeps
+//!   failing; the reconciler never waits on a dead task.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::consumer::Consumer;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
+use tokio::task::{Id, JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, error, info, warn, Instrument};
 
+use crate::backoff::Backoff;
 use crate::config::{BatchConfig, KafkaConfig};
+use crate::health::{Heartbeat, BEAT_INTERVAL};
 use crate::kafka::{
-    KafkaEvent, LogConsumer, PartitionQueue, PartitionStatus, PartitionTask, StatusBoard, TaskExit,
-    TopicPartition,
+    Assignment, Control, KafkaEvent, LogConsumer, PartitionQueue, PartitionStatus, PartitionTask,
+    StatusBoard, TaskExit,
 };
-use crate::metrics::Metrics;
+use crate::memory::MemoryBudget;
+use crate::metrics::{Metrics, TopicLabel};
 use crate::registry::watcher::RegistrySnapshot;
-use crate::registry::{DesiredTopics, TopicSettings};
-use crate::sink::dead_letter::DeadLetters;
+use crate::registry::DesiredTopics;
 use crate::sink::template::Templates;
 use crate::sink::Sink;
+use crate::topic::{TopicPartition, TopicSettings};
 
 /// A partition currently assigned to this member.
 struct Assigned {
     queue: Arc<PartitionQueue>,
     status: Arc<PartitionStatus>,
+    assignment: Arc<Assignment>,
     task: Option<RunningTask>,
     /// Where the next task must seek to (a previous one left unacked reads).
     resume_from: Option<i64>,
     /// The group took it away; forget it once its task has stopped.
     revoked: bool,
+    /// Tasks that ended unexpectedly in a row, and when the next may start.
+    failures: u32,
+    restart_at: Option<tokio::time::Instant>,
 }
 
 struct RunningTask {
-    id: u64,
+    id: Id,
     token: CancellationToken,
 }
 
@@ -66,18 +76,22 @@ struct PendingRevoke {
 pub struct ReconcilerParts {
     /// The group consumer.
     pub consumer: Arc<LogConsumer>,
+    /// Subscribe, pause and resume, off the runtime.
+    pub control: Control,
     /// The Elasticsearch sink.
-    pub sink: Arc<Sink>,
+    pub sink: Sink,
+    /// The process-wide memory budget.
+    pub budget: MemoryBudget,
     /// `[kafka]`.
     pub kafka: KafkaConfig,
     /// `[batch]`.
     pub batch: BatchConfig,
     /// What this instance owns, for `/status`.
     pub board: Arc<StatusBoard>,
-    /// Where documents rejected for good go.
-    pub dead_letters: Arc<DeadLetters>,
     /// Index templates.
     pub templates: Arc<Templates>,
+    /// Beaten by the reconcile loop, for `/healthz`.
+    pub heartbeat: Arc<Heartbeat>,
     /// Metrics.
     pub metrics: Metrics,
 }
@@ -91,8 +105,12 @@ pub struct Reconciler {
     topic_tokens: HashMap<String, CancellationToken>,
     assigned: HashMap<TopicPartition, Assigned>,
     tasks: JoinSet<TaskExit>,
-    next_task_id: u64,
+    /// The partition of every task, by its id (a panicked task returns no
+    /// value to tell).
+    task_partitions: HashMap<Id, TopicPartition>,
     pending_revokes: Vec<PendingRevoke>,
+    /// When to try `subscribe` again after it failed.
+    resubscribe_at: Option<tokio::time::Instant>,
     /// Topics removed whose tasks are still draining, with the removal time.
     stopping_topics: HashMap<String, Instant>,
 }
@@ -108,8 +126,9 @@ impl Reconciler {
             topic_tokens: HashMap::new(),
             assigned: HashMap::new(),
             tasks: JoinSet::new(),
-            next_task_id: 0,
+            task_partitions: HashMap::new(),
             pending_revokes: Vec::new(),
+            resubscribe_at: None,
             stopping_topics: HashMap::new(),
         }
     }
@@ -126,12 +145,19 @@ impl Reconciler {
         if let Some(snapshot) = registry.borrow_and_update().clone() {
             self.apply_snapshot(snapshot);
         }
+        let mut beat = tokio::time::interval(BEAT_INTERVAL);
         loop {
+            self.parts.heartbeat.beat();
+            let wake = self.next_wake();
             tokio::select! {
                 biased;
                 _ = self.root.cancelled() => break,
                 Some(event) = events.recv() => self.apply_event(event),
-                Some(exit) = self.tasks.join_next(), if !self.tasks.is_empty() => self.task_exited(exit),
+                Some(exit) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.task_exited(exit),
+                _ = beat.tick() => {}
+                _ = tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)), if wake.is_some() => {
+                    self.retry_timers();
+                }
                 changed = registry.changed() => {
                     if changed.is_err() {
                         // The watcher is gone: only happens at shutdown.
@@ -159,8 +185,9 @@ impl Reconciler {
         info!(tasks = self.tasks.len(), "draining partition tasks");
         let deadline = tokio::time::Instant::now() + timeout;
         while !self.tasks.is_empty() {
+            self.parts.heartbeat.beat();
             tokio::select! {
-                Some(exit) = self.tasks.join_next() => self.task_exited(exit),
+                Some(exit) = self.tasks.join_next_with_id() => self.task_exited(exit),
                 Some(event) = events.recv() => self.apply_event(event),
                 _ = tokio::time::sleep_until(deadline) => {
                     warn!(tasks = self.tasks.len(), "shutdown deadline passed; abandoning unacknowledged documents");
@@ -236,28 +263,47 @@ impl Reconciler {
         if topics == self.subscribed {
             return;
         }
-        if topics.is_empty() {
-            self.parts.consumer.unsubscribe();
-            info!("registry is empty; unsubscribed");
-        } else {
-            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-            if let Err(e) = self.parts.consumer.subscribe(&names) {
-                warn!(error = %e, "subscribe failed; retrying at the next registry change");
-                return;
-            }
-            info!(topics = ?names, "subscribed");
-        }
+        self.parts
+            .control
+            .subscribe(topics.iter().cloned().collect());
         self.subscribed = topics;
+    }
+
+    /// The next timer: a subscription or a task restart to retry.
+    fn next_wake(&self) -> Option<tokio::time::Instant> {
+        self.assigned
+            .values()
+            .filter_map(|slot| slot.restart_at)
+            .chain(self.resubscribe_at)
+            .min()
+    }
+
+    fn retry_timers(&mut self) {
+        let now = tokio::time::Instant::now();
+        if self.resubscribe_at.is_some_and(|at| at <= now) {
+            self.resubscribe_at = None;
+            self.subscribe();
+        }
+        for slot in self.assigned.values_mut() {
+            if slot.restart_at.is_some_and(|at| at <= now) {
+                slot.restart_at = None;
+            }
+        }
+        self.spawn_missing_tasks();
     }
 
     fn apply_event(&mut self, event: KafkaEvent) {
         debug!(?event, "group event");
         match event {
             KafkaEvent::Assigned(partitions) => {
-                for (tp, queue) in partitions {
+                for (queue, assignment) in partitions {
+                    let tp = assignment.partition().clone();
                     if let Some(old) = self.assigned.get(&tp) {
                         if let Some(task) = &old.task {
-                            warn!(partition = %tp, "assigned again while its task still runs; restarting it");
+                            // Its fence is closed: it can no longer store
+                            // anything, and the new task starts from what
+                            // the group committed.
+                            warn!(partition = %tp, "assigned again while its old task still drains; starting a new one");
                             task.token.cancel();
                         }
                     }
@@ -267,13 +313,21 @@ impl Reconciler {
                         Assigned {
                             queue: Arc::new(queue),
                             status,
+                            assignment,
                             task: None,
                             resume_from: None,
                             revoked: false,
+                            failures: 0,
+                            restart_at: None,
                         },
                     );
                 }
                 self.spawn_missing_tasks();
+            }
+            KafkaEvent::SubscribeFailed(error) => {
+                warn!(error = %error, "subscribe failed; retrying in 1 s");
+                self.subscribed.clear();
+                self.resubscribe_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
             }
             KafkaEvent::Revoked { partitions, done } => {
                 let mut waiting = HashSet::new();
@@ -302,21 +356,52 @@ impl Reconciler {
         }
     }
 
-    fn task_exited(&mut self, exit: Result<TaskExit, tokio::task::JoinError>) {
-        let exit = match exit {
-            Ok(exit) => exit,
-            Err(e) => {
-                // A panicking task is a bug; its partition restarts from the
-                // last committed offset at the next assignment.
-                warn!(error = %e, "partition task failed");
-                return;
-            }
+    fn task_exited(&mut self, exit: Result<(Id, TaskExit), JoinError>) {
+        let (id, outcome) = match exit {
+            Ok((id, exit)) => (id, Ok(exit)),
+            Err(e) => (e.id(), Err(e)),
         };
-        let tp = exit.partition.clone();
+        let Some(tp) = self.task_partitions.remove(&id) else {
+            return;
+        };
         if let Some(slot) = self.assigned.get_mut(&tp) {
-            if slot.task.as_ref().map(|t| t.id) == Some(exit.task_id) {
+            let current = slot.task.as_ref().filter(|t| t.id == id);
+            if let Some(task) = current {
+                let asked = task.token.is_cancelled();
                 slot.task = None;
-                slot.resume_from = exit.resume_from;
+                match outcome {
+                    Ok(exit) => slot.resume_from = exit.resume_from,
+                    Err(e) => {
+                        // Its tracker died with it: resume after what it
+                        // stored, else where it started.
+                        slot.resume_from = slot.assignment.restart_point();
+                        let panic = if e.is_panic() {
+                            panic_message(e.into_panic())
+                        } else {
+                            "cancelled".into()
+                        };
+                        error!(partition = %tp, panic = %panic, resume_from = ?slot.resume_from, "partition task failed");
+                    }
+                }
+                let failed = !asked;
+                if failed && !slot.revoked && !self.root.is_cancelled() {
+                    slot.failures += 1;
+                    let mut backoff =
+                        Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
+                    let mut delay = backoff.next_delay();
+                    for _ in 1..slot.failures.min(16) {
+                        delay = backoff.next_delay();
+                    }
+                    slot.restart_at = Some(tokio::time::Instant::now() + delay);
+                    self.parts
+                        .metrics
+                        .partition_task_restarts
+                        .get_or_create(&TopicLabel::of(&tp.topic))
+                        .inc();
+                    warn!(partition = %tp, resume_from = ?slot.resume_from, failures = slot.failures, restart_in = ?delay, "restarting the partition task");
+                } else if asked {
+                    slot.failures = 0;
+                }
                 if slot.revoked {
                     self.assigned.remove(&tp);
                     self.parts.board.unassign(&tp);
@@ -335,15 +420,21 @@ impl Reconciler {
                 info!(topic = %tp.topic, elapsed_us = elapsed.as_micros() as u64, "removed topic stopped");
             }
         }
-        self.pending_revokes.retain_mut(|revoke| {
-            revoke.waiting.remove(&tp);
-            if revoke.waiting.is_empty() {
-                let _ = revoke.done.send(());
-                false
-            } else {
-                true
-            }
-        });
+        let still_running = self
+            .assigned
+            .get(&tp)
+            .is_some_and(|slot| slot.task.is_some());
+        if !still_running {
+            self.pending_revokes.retain_mut(|revoke| {
+                revoke.waiting.remove(&tp);
+                if revoke.waiting.is_empty() {
+                    let _ = revoke.done.send(());
+                    false
+                } else {
+                    true
+                }
+            });
+        }
         if !self.root.is_cancelled() {
             self.spawn_missing_tasks();
         }
@@ -351,9 +442,10 @@ impl Reconciler {
 
     /// Starts a task for every assigned, registered partition without one.
     fn spawn_missing_tasks(&mut self) {
+        let now = tokio::time::Instant::now();
         let mut to_start: Vec<(TopicPartition, Arc<TopicSettings>)> = Vec::new();
         for (tp, slot) in &self.assigned {
-            if slot.task.is_some() || slot.revoked {
+            if slot.task.is_some() || slot.revoked || slot.restart_at.is_some_and(|at| at > now) {
                 continue;
             }
             if let Some(settings) = self.desired.get(tp.topic.as_ref()) {
@@ -368,36 +460,47 @@ impl Reconciler {
                 .or_insert_with(|| self.root.child_token())
                 .clone();
             let token = topic_token.child_token();
-            self.next_task_id += 1;
-            let id = self.next_task_id;
             let Some(slot) = self.assigned.get_mut(&tp) else {
                 continue;
             };
+            slot.restart_at = None;
             let task = PartitionTask {
-                partition: tp.clone(),
-                task_id: id,
+                assignment: slot.assignment.clone(),
                 settings,
                 queue: slot.queue.clone(),
                 consumer: self.parts.consumer.clone(),
+                control: self.parts.control.clone(),
                 sink: self.parts.sink.clone(),
+                budget: self.parts.budget.clone(),
                 batch: self.parts.batch.clone(),
                 drain_timeout: self.parts.kafka.drain_timeout,
                 resume_from: slot.resume_from.take(),
                 status: slot.status.clone(),
-                dead_letters: self.parts.dead_letters.clone(),
                 templates: self.parts.templates.clone(),
                 metrics: self.parts.metrics.clone(),
             };
-            slot.task = Some(RunningTask {
-                id,
-                token: token.clone(),
-            });
             self.parts
                 .metrics
                 .partition_task_starts
-                .get_or_create(&Metrics::topic(&tp.topic))
+                .get_or_create(&TopicLabel::of(&tp.topic))
                 .inc();
-            self.tasks.spawn(task.run(token).in_current_span());
+            let handle = self.tasks.spawn(task.run(token.clone()).in_current_span());
+            self.task_partitions.insert(handle.id(), tp);
+            slot.task = Some(RunningTask {
+                id: handle.id(),
+                token,
+            });
         }
+    }
+}
+
+/// The text of a panic payload.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(text) => *text,
+        Err(payload) => match payload.downcast::<&'static str>() {
+            Ok(text) => (*text).to_string(),
+            Err(_) => "panic".into(),
+        },
     }
 }

@@ -19,6 +19,19 @@ use secrets::{
 };
 pub use secrets::{is_secret_option, Secret};
 
+/// librdkafka properties set from `[kafka.tls]`/`[kafka.sasl]`; setting
+/// them in `kafka.options` as well is refused as ambiguous.
+pub const MANAGED_BY_SECTIONS: &[&str] = &[
+    "security.protocol",
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+];
+
 /// Environment variable overriding `etcd.endpoints` (comma-separated).
 pub const ENV_ETCD_ENDPOINTS: &str = "LOGINGEST_ETCD_ENDPOINTS";
 /// Environment variable overriding `kafka.brokers` (comma-separated).
@@ -86,6 +99,8 @@ pub struct Config {
     pub elasticsearch: ElasticsearchConfig,
     /// How documents are grouped into `_bulk` requests.
     pub batch: BatchConfig,
+    /// The process-wide memory budget.
+    pub memory: MemoryConfig,
     /// Backoff between retries of failed requests.
     pub retry: RetryConfig,
     /// The HTTP endpoint for health and metrics.
@@ -376,6 +391,24 @@ pub struct ElasticsearchConfig {
     /// Attempts of a document that Elasticsearch rejected with a permanent
     /// (4xx) item error before it is given up as failed.
     pub max_item_attempts: u32,
+    /// `gzip` compresses `_bulk` request bodies (`Content-Encoding: gzip`):
+    /// fewer bytes on the wire for some CPU; `none` by default.
+    pub compression: Compression,
+    /// Adapt the number of `_bulk` requests in flight (up to
+    /// `batch.max_in_flight`) to the cluster: grow while latency holds,
+    /// halve on 429/5xx. `false`: always `batch.max_in_flight`.
+    pub adaptive_concurrency: bool,
+}
+
+/// Compression of `_bulk` request bodies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Plain bodies.
+    #[default]
+    None,
+    /// gzip (fast level).
+    Gzip,
 }
 
 impl Default for ElasticsearchConfig {
@@ -392,31 +425,65 @@ impl Default for ElasticsearchConfig {
             bearer_token_file: None,
             request_timeout: Duration::from_secs(30),
             max_item_attempts: 3,
+            compression: Compression::None,
+            adaptive_concurrency: true,
         }
     }
 }
 
-/// `[batch]`: how documents are grouped into `_bulk` requests.
+/// `[batch]`: how documents are grouped into `_bulk` requests. A request
+/// carries documents of many partitions.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchConfig {
-    /// A batch is sent when it holds this many documents.
+    /// A request is sent when it holds this many documents.
     pub max_documents: usize,
-    /// A batch is sent when its request body reaches this many bytes.
+    /// A request is sent when its body reaches this many bytes.
     pub max_bytes: usize,
-    /// A batch that is not full is sent this long after its first document
-    /// while the partition has requests in flight.
+    /// A request that is not full is sent this long after its oldest
+    /// document was read: no line waits longer (unless every request slot
+    /// is taken).
     #[serde(with = "humantime_serde")]
     pub linger: Duration,
-    /// ... and this long (at most `linger`) when it has none: waiting then
-    /// only delays, so lines arriving one by one are sent almost at once,
-    /// while under load the requests in flight let batches fill.
+    /// ... and this long (at most `linger`) when the sink had sent nothing
+    /// for a whole `linger` before: a line arriving alone goes out almost at
+    /// once, steady traffic is grouped into full requests.
     #[serde(with = "humantime_serde")]
     pub idle_linger: Duration,
-    /// `_bulk` requests one partition may have in flight at once.
-    pub max_in_flight_per_partition: usize,
-    /// `_bulk` requests the whole process may have in flight at once.
+    /// No longer used (requests combine partitions, and `[memory]
+    /// max_buffered` bounds what is held); accepted so that older
+    /// configurations still load, with a warning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_in_flight_per_partition: Option<usize>,
+    /// `_bulk` requests the whole process may have in flight at once (the
+    /// ceiling of the adaptive concurrency).
     pub max_in_flight: usize,
+}
+
+/// `[memory]`: one budget for the whole process.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// Bytes held for documents read from Kafka and not yet acknowledged
+    /// (open chunks, requests in flight, dead letters), e.g. `"64MiB"`.
+    /// When it is spent, reading stops and partitions are paused.
+    /// librdkafka's prefetch is derived from it (README, "Memory").
+    pub max_buffered: bytesize::ByteSize,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            max_buffered: bytesize::ByteSize::mib(64),
+        }
+    }
+}
+
+impl MemoryConfig {
+    /// The budget in bytes.
+    pub fn budget(&self) -> usize {
+        usize::try_from(self.max_buffered.as_u64()).unwrap_or(usize::MAX)
+    }
 }
 
 impl Default for BatchConfig {
@@ -426,7 +493,7 @@ impl Default for BatchConfig {
             max_bytes: 5 * 1024 * 1024,
             linger: Duration::from_millis(200),
             idle_linger: Duration::from_millis(5),
-            max_in_flight_per_partition: 2,
+            max_in_flight_per_partition: None,
             max_in_flight: 8,
         }
     }
@@ -492,14 +559,19 @@ impl Default for RetryConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// Listen address of `/healthz`, `/readyz` and `/metrics`.
+    /// Listen address of `/healthz`, `/readyz`, `/metrics` and `/status`.
     pub listen: SocketAddr,
+    /// `/readyz` answers 503 once every `_bulk` request has failed for this
+    /// long (e.g. 401 after a credential rotation).
+    #[serde(with = "humantime_serde")]
+    pub unready_after: Duration,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            unready_after: Duration::from_secs(60),
         }
     }
 }

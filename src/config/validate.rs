@@ -72,19 +72,31 @@ impl Config {
             && !self.dead_letter.topic.contains("{topic}")
         {
             // One topic for all: fine, but it must still be a legal name.
-            crate::registry::validate_topic(&self.dead_letter.topic)
+            crate::topic::validate_topic(&self.dead_letter.topic)
                 .map_err(|e| ConfigError::Invalid(format!("dead_letter.topic: {e}")))?;
         }
         if self.dead_letter.destination == DeadLetterDestination::Elasticsearch {
-            crate::registry::validate_index(&self.dead_letter.index)
+            crate::topic::validate_index(&self.dead_letter.index)
                 .map_err(|e| ConfigError::Invalid(format!("dead_letter.index: {e}")))?;
         }
         let b = &self.batch;
         if b.max_documents == 0 || b.max_bytes == 0 {
             return invalid("batch.max_documents and batch.max_bytes must be positive".into());
         }
-        if b.max_in_flight_per_partition == 0 || b.max_in_flight == 0 {
-            return invalid("batch.max_in_flight* must be at least 1".into());
+        if b.max_in_flight == 0 {
+            return invalid("batch.max_in_flight must be at least 1".into());
+        }
+        if self.memory.budget() < 1 << 20 {
+            return invalid(format!(
+                "memory.max_buffered = {} is below the minimum of 1 MiB",
+                self.memory.max_buffered
+            ));
+        }
+        if (self.memory.budget() as u64) < 2 * b.max_bytes as u64 {
+            return invalid(format!(
+                "memory.max_buffered ({}) must hold at least two requests of batch.max_bytes ({} bytes)",
+                self.memory.max_buffered, b.max_bytes
+            ));
         }
         if self.retry.initial_backoff.is_zero()
             || self.retry.initial_backoff > self.retry.max_backoff
@@ -121,7 +133,7 @@ impl Config {
     }
 
     fn validate_kafka_security(&self) -> Result<(), ConfigError> {
-        let managed = crate::kafka::security::MANAGED_BY_SECTIONS;
+        let managed = MANAGED_BY_SECTIONS;
         if let Some(tls) = &self.kafka.tls {
             check_cert_pair("kafka.tls", &tls.cert_file, &tls.key_file)?;
         }

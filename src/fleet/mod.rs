@@ -648,7 +648,11 @@ fn status_consumer(config: &KafkaConfig) -> Result<BaseConsumer<QuietContext>, F
         static_membership: false,
         ..config.clone()
     };
-    let mut cfg = crate::kafka::consumer::client_config(&config, CLIENT_ID);
+    let mut cfg = crate::kafka::consumer::client_config(
+        &config,
+        CLIENT_ID,
+        crate::kafka::Prefetch::for_budget(64 << 20),
+    );
     cfg.set("client.id", CLIENT_ID)
         .set("enable.auto.commit", "false")
         .set("statistics.interval.ms", "0")

@@ -1,63 +1,64 @@
 //! The group consumer and the typed events it hands to the reconciler.
 //!
 //! librdkafka's callbacks never touch async state: on assignment they split
-//! one queue per partition and send [`KafkaEvent::Assigned`]; on revocation
-//! they send [`KafkaEvent::Revoked`] and wait (bounded) until the reconciler
-//! says the partitions' tasks have flushed and committed, so the next owner
-//! starts exactly after what was acknowledged.
+//! one queue per partition, give each assignment its fence
+//! ([`Assignment`], a new generation) and send [`KafkaEvent::Assigned`]; on
+//! revocation they send [`KafkaEvent::Revoked`], wait (bounded) until the
+//! reconciler says the partitions' tasks have drained, then close the
+//! fences and commit what was stored through them — before librdkafka hands
+//! the partitions over, so the next owner starts exactly after what was
+//! acknowledged and no stale task can move the group's offset afterwards.
+//!
+//! The callbacks run on the group thread ([`spawn_group_thread`]), which
+//! serves the consumer's main queue and never touches the runtime.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::{mpsc as std_mpsc, Arc, OnceLock, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::Message;
-use rdkafka::TopicPartitionList;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::assignment::Assignment;
 use super::status::StatusBoard;
 use crate::config::{KafkaConfig, StartFrom};
-use crate::metrics::{Metrics, OutcomeLabel};
+use crate::health::{Heartbeat, BEAT_INTERVAL};
+use crate::metrics::{Metrics, RebalanceKind};
+use crate::topic::TopicPartition;
 
 /// The consumer type used throughout logingest.
 pub type LogConsumer = StreamConsumer<GroupContext>;
 /// The queue of one assigned partition.
 pub type PartitionQueue = StreamPartitionQueue<GroupContext>;
 
-/// A topic and partition.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicPartition {
-    /// The topic name.
-    pub topic: Arc<str>,
-    /// The partition number.
-    pub partition: i32,
-}
-
-impl fmt::Display for TopicPartition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.topic, self.partition)
-    }
-}
-
 /// Consumer-group events, sent from librdkafka's callbacks.
 pub enum KafkaEvent {
-    /// Partitions given to this member, each with its own message queue.
-    Assigned(Vec<(TopicPartition, PartitionQueue)>),
+    /// Partitions given to this member, each with its own message queue
+    /// and the fence of this assignment.
+    Assigned(Vec<(PartitionQueue, Arc<Assignment>)>),
     /// Partitions taken away. librdkafka hands them over once `done` is
     /// signalled (or the revoke timeout passes).
     Revoked {
         /// The partitions revoked.
         partitions: Vec<TopicPartition>,
-        /// Signalled when their tasks have flushed and committed.
+        /// Signalled when their tasks have drained.
         done: std_mpsc::SyncSender<()>,
     },
+    /// `subscribe` failed; the reconciler tries again.
+    SubscribeFailed(String),
 }
 
 impl fmt::Debug for KafkaEvent {
@@ -65,8 +66,13 @@ impl fmt::Debug for KafkaEvent {
         match self {
             KafkaEvent::Assigned(p) => f
                 .debug_tuple("Assigned")
-                .field(&p.iter().map(|(tp, _)| tp.to_string()).collect::<Vec<_>>())
+                .field(
+                    &p.iter()
+                        .map(|(_, a)| format!("{} (generation {})", a.partition(), a.generation()))
+                        .collect::<Vec<_>>(),
+                )
                 .finish(),
+            KafkaEvent::SubscribeFailed(e) => f.debug_tuple("SubscribeFailed").field(e).finish(),
             KafkaEvent::Revoked { partitions, .. } => f
                 .debug_tuple("Revoked")
                 .field(
@@ -86,16 +92,18 @@ pub struct GroupContext {
     board: Arc<StatusBoard>,
     consumer: OnceLock<Weak<LogConsumer>>,
     revoke_timeout: Duration,
+    /// The open assignment of every partition this member owns.
+    assignments: Mutex<HashMap<TopicPartition, Arc<Assignment>>>,
+    generations: AtomicU64,
+    /// Beaten by the group thread's loop.
+    pub heartbeat: Arc<Heartbeat>,
     metrics: Metrics,
 }
 
 fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
     tpl.elements()
         .iter()
-        .map(|e| TopicPartition {
-            topic: Arc::from(e.topic()),
-            partition: e.partition(),
-        })
+        .map(|e| TopicPartition::new(e.topic(), e.partition()))
         .collect()
 }
 
@@ -137,10 +145,10 @@ impl ClientContext for GroupContext {
 }
 
 impl ConsumerContext for GroupContext {
-    fn pre_rebalance(&self, _base: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, base: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => self.on_assign(tpl),
-            Rebalance::Revoke(tpl) => self.on_revoke(tpl),
+            Rebalance::Revoke(tpl) => self.on_revoke(base, tpl),
             Rebalance::Error(e) => {
                 self.metrics.kafka_errors.inc();
                 warn!(error = %e, "consumer group rebalance error");
@@ -159,18 +167,24 @@ impl ConsumerContext for GroupContext {
                 debug!(partitions = offsets.count(), "offsets committed");
             }
             // Nothing stored since the last commit: not a failure.
-            Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => warn!(error = %e, "offset commit failed; it is retried at the next interval"),
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                self.metrics.commit_failures.inc();
+                warn!(error = %e, "offset commit failed; it is retried at the next interval")
+            }
         }
     }
 }
 
 impl GroupContext {
+    fn lock_assignments(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<TopicPartition, Arc<Assignment>>> {
+        self.assignments.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn on_assign(&self, tpl: &TopicPartitionList) {
-        self.metrics
-            .rebalances
-            .get_or_create(&OutcomeLabel { outcome: "assign" })
-            .inc();
+        self.metrics.rebalance(RebalanceKind::Assign);
         self.board.mark_joined();
         let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
             return;
@@ -179,52 +193,125 @@ impl GroupContext {
         // partitions ever lands in the main queue.
         let mut assigned = Vec::new();
         for tp in partitions_of(tpl) {
-            match consumer.split_partition_queue(&tp.topic, tp.partition) {
-                Some(queue) => assigned.push((tp, queue)),
-                None => {
-                    error!(partition = %tp, "cannot split the partition's queue; it will not be consumed")
-                }
+            let Some(queue) = consumer.split_partition_queue(&tp.topic, tp.partition) else {
+                error!(partition = %tp, "cannot split the partition's queue; it will not be consumed");
+                continue;
+            };
+            let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+            let assignment = Arc::new(Assignment::new(tp.clone(), generation));
+            if let Some(stale) = self.lock_assignments().insert(tp, assignment.clone()) {
+                // Assigned again without a revoke in between (a lost
+                // assignment): the old fence must not store any more.
+                stale.close();
             }
+            assigned.push((queue, assignment));
         }
-        info!(partitions = ?assigned.iter().map(|(tp, _)| tp.to_string()).collect::<Vec<_>>(), "partitions assigned");
+        info!(partitions = ?assigned.iter().map(|(_, a)| a.partition().to_string()).collect::<Vec<_>>(), "partitions assigned");
         let _ = self.events.send(KafkaEvent::Assigned(assigned));
     }
 
-    fn on_revoke(&self, tpl: &TopicPartitionList) {
-        self.metrics
-            .rebalances
-            .get_or_create(&OutcomeLabel { outcome: "revoke" })
-            .inc();
+    fn on_revoke(&self, base: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        self.metrics.rebalance(RebalanceKind::Revoke);
         let partitions = partitions_of(tpl);
         info!(partitions = ?partitions.iter().map(ToString::to_string).collect::<Vec<_>>(), "partitions revoked");
         let (done, wait) = std_mpsc::sync_channel(1);
         if self
             .events
-            .send(KafkaEvent::Revoked { partitions, done })
-            .is_err()
+            .send(KafkaEvent::Revoked {
+                partitions: partitions.clone(),
+                done,
+            })
+            .is_ok()
         {
-            return; // shutting down: the tasks are already gone
+            // This runs on the group thread, never on a runtime worker, so
+            // blocking here only delays the hand-over, as the protocol
+            // intends.
+            if wait.recv_timeout(self.revoke_timeout).is_err() {
+                warn!(timeout = ?self.revoke_timeout, "revoked partitions did not finish draining in time; fencing them and handing them over");
+            }
         }
-        // This runs on the group thread, never on a runtime worker, so
-        // blocking here only delays the hand-over, as the protocol intends.
-        if wait.recv_timeout(self.revoke_timeout).is_err() {
-            warn!(timeout = ?self.revoke_timeout, "revoked partitions did not finish draining in time; handing them over anyway");
+        // Fence, then commit what was stored: after this nothing of these
+        // assignments reaches the group any more.
+        let mut final_offsets = TopicPartitionList::new();
+        {
+            let mut assignments = self.lock_assignments();
+            for tp in &partitions {
+                let Some(assignment) = assignments.remove(tp) else {
+                    continue;
+                };
+                if let Some(next) = assignment.close() {
+                    let _ = final_offsets.add_partition_offset(
+                        &tp.topic,
+                        tp.partition,
+                        Offset::Offset(next),
+                    );
+                }
+            }
+        }
+        if final_offsets.count() == 0 {
+            return;
+        }
+        match base.commit(&final_offsets, CommitMode::Sync) {
+            Ok(()) => {
+                for e in final_offsets.elements() {
+                    if let Offset::Offset(next) = e.offset() {
+                        self.board.set_committed(e.topic(), e.partition(), next);
+                    }
+                }
+                debug!(
+                    partitions = final_offsets.count(),
+                    "offsets of revoked partitions committed"
+                );
+            }
+            Err(e) => {
+                self.metrics.commit_failures.inc();
+                warn!(error = %e, "commit of revoked partitions failed; the next owner reads again from the last committed offsets");
+            }
+        }
+    }
+}
+
+/// librdkafka's prefetch, derived from the memory budget: each partition's
+/// queue is topped up while it holds less than `window` bytes, by fetches
+/// of at most `window` bytes per partition and `fetch` bytes per request.
+/// (librdkafka fixes these when the client is created; what keeps the
+/// prefetch of a partition from growing while the sink is behind is that
+/// its task pauses it, and a pause drops librdkafka's queue of it.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefetch {
+    /// `queued.max.messages.kbytes` × 1024 and `fetch.message.max.bytes`.
+    pub window: usize,
+    /// `fetch.max.bytes`.
+    pub fetch: usize,
+}
+
+impl Prefetch {
+    /// The prefetch for a budget of `budget` bytes.
+    pub fn for_budget(budget: usize) -> Self {
+        Self {
+            window: (budget / 128).clamp(64 << 10, 1 << 20),
+            fetch: (budget / 8).clamp(1 << 20, 64 << 20),
         }
     }
 }
 
 /// Builds the librdkafka configuration: logingest's settings, then
 /// `[kafka.tls]`/`[kafka.sasl]`, then the user's `[kafka.options]` (which
-/// win).
-pub fn client_config(config: &KafkaConfig, instance_id: &str) -> ClientConfig {
+/// win, except for the keys logingest owns, which validation refuses).
+pub fn client_config(config: &KafkaConfig, instance_id: &str, prefetch: Prefetch) -> ClientConfig {
     let mut defaults: BTreeMap<&str, String> = BTreeMap::new();
     defaults.insert("client.id", instance_id.into());
     defaults.insert("partition.assignment.strategy", "cooperative-sticky".into());
     defaults.insert("enable.partition.eof", "false".into());
     // Find new partitions and topics created after registration quickly.
     defaults.insert("topic.metadata.refresh.interval.ms", "10000".into());
-    // Prefetch per partition (queues are split): bounds memory per partition.
-    defaults.insert("queued.max.messages.kbytes", "8192".into());
+    // Prefetch per partition (queues are split), from the memory budget.
+    defaults.insert(
+        "queued.max.messages.kbytes",
+        (prefetch.window / 1024).max(1).to_string(),
+    );
+    defaults.insert("fetch.message.max.bytes", prefetch.window.to_string());
+    defaults.insert("fetch.max.bytes", prefetch.fetch.to_string());
     // High watermarks for the lag metric and /status.
     defaults.insert("statistics.interval.ms", "5000".into());
     // Reload latency: a new partition's first fetch answers within 100 ms
@@ -266,26 +353,46 @@ pub fn client_config(config: &KafkaConfig, instance_id: &str) -> ClientConfig {
 
 /// Creates the consumer (inside a Tokio runtime) and the receiver of its
 /// group events.
+/// The consumer, and the channel its group events arrive on.
+pub struct GroupConsumer {
+    /// The consumer.
+    pub consumer: Arc<LogConsumer>,
+    /// Group events, for the reconciler.
+    pub events: mpsc::UnboundedReceiver<KafkaEvent>,
+    /// A sender of the same channel (for the control thread's reports).
+    pub events_sender: mpsc::UnboundedSender<KafkaEvent>,
+}
+
+/// Creates the consumer (inside a Tokio runtime) and the receiver of its
+/// group events.
 pub fn create(
     config: &KafkaConfig,
     instance_id: &str,
+    prefetch: Prefetch,
     board: Arc<StatusBoard>,
     metrics: Metrics,
-) -> KafkaResult<(Arc<LogConsumer>, mpsc::UnboundedReceiver<KafkaEvent>)> {
+) -> KafkaResult<GroupConsumer> {
     let (events, receiver) = mpsc::unbounded_channel();
     let context = GroupContext {
-        events,
+        events: events.clone(),
         board,
         consumer: OnceLock::new(),
         // A little above the tasks' own drain deadline, so they normally
         // finish first.
         revoke_timeout: config.drain_timeout + Duration::from_secs(2),
+        assignments: Mutex::new(HashMap::new()),
+        generations: AtomicU64::new(0),
+        heartbeat: Arc::new(Heartbeat::new("kafka group thread")),
         metrics,
     };
     let consumer: Arc<LogConsumer> =
-        Arc::new(client_config(config, instance_id).create_with_context(context)?);
+        Arc::new(client_config(config, instance_id, prefetch).create_with_context(context)?);
     let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
-    Ok((consumer, receiver))
+    Ok(GroupConsumer {
+        consumer,
+        events: receiver,
+        events_sender: events,
+    })
 }
 
 /// Serves the consumer's main queue (rebalance callbacks, errors) on a
@@ -310,9 +417,13 @@ pub fn spawn_group_thread(
                 }
             };
             runtime.block_on(async move {
+                let heartbeat = consumer.context().heartbeat.clone();
+                let mut beat = tokio::time::interval(BEAT_INTERVAL);
                 loop {
+                    heartbeat.beat();
                     tokio::select! {
                         _ = cancel.cancelled() => break,
+                        _ = beat.tick() => {}
                         message = consumer.recv() => match message {
                             Ok(m) => error!(
                                 topic = m.topic(),

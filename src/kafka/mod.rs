@@ -1,13 +1,20 @@
-//! Kafka: the group consumer ([`consumer`]) and the per-partition tasks
-//! ([`partition`]) that turn records into acknowledged documents, and the
-//! [`status`] board of what this instance owns; [`security`] maps
-//! `[kafka.tls]`/`[kafka.sasl]` onto librdkafka properties.
+//! Kafka, the source stage: the group consumer and its rebalance events
+//! ([`consumer`]), the fence of each assignment ([`assignment`]), the pure
+//! offset tracker ([`offsets`]) and the per-partition tasks around it
+//! ([`partition`]), the thread for librdkafka calls that wait
+//! ([`control`]), the [`status`] board of what this instance owns, and the
+//! connection properties of `[kafka.tls]`/`[kafka.sasl]` ([`security`]).
 
+pub mod assignment;
 pub mod consumer;
+pub mod control;
+pub mod offsets;
 pub mod partition;
 pub mod security;
 pub mod status;
 
-pub use consumer::{KafkaEvent, LogConsumer, PartitionQueue, TopicPartition};
+pub use assignment::Assignment;
+pub use consumer::{GroupConsumer, KafkaEvent, LogConsumer, PartitionQueue, Prefetch};
+pub use control::Control;
 pub use partition::{PartitionTask, TaskExit};
 pub use status::{PartitionState, PartitionStatus, StatusBoard};

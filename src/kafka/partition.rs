@@ -1,11 +1,19 @@
-//! One partition task: reads its partition's queue, batches documents, sends
-//! them through the sink and stores the offset of the contiguous
-//! acknowledged prefix.
+//! One partition task: the thin I/O loop around the [`OffsetTracker`].
 //!
-//! Batches complete in the order they were sent (`FuturesOrdered`), so the
-//! stored offset only ever moves past documents Elasticsearch acknowledged.
-//! On cancellation the task stops reading, flushes what it has read, waits
-//! for its requests up to the drain deadline and commits synchronously.
+//! It reads its partition's queue in bursts (every message already there,
+//! without going back to the scheduler), shapes each record into the open
+//! chunk, and hands the chunk to the sink when the burst ends or the chunk
+//! is full. Each chunk's answer goes to the tracker, and the offset the
+//! tracker hands out is stored through the assignment's fence. Memory for
+//! every record is reserved from the process budget first; when it is
+//! spent the task stops reading, and after [`PAUSE_AFTER`] pauses its
+//! partition.
+//!
+//! On cancellation (revoke, topic removed or changed, shutdown) it stops
+//! reading, sends what it has without lingering, waits for the answers up
+//! to the drain deadline and leaves the resume point for the next task. It
+//! never commits: the revoke handler commits after fencing, the group's
+//! auto-commit carries stored offsets otherwise, and shutdown commits last.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,39 +21,54 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::stream::{FuturesOrdered, StreamExt};
+use futures::future::OptionFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::message::Message;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::consumer::{LogConsumer, PartitionQueue, TopicPartition};
+use super::assignment::{Assignment, StoreError};
+use super::consumer::{LogConsumer, PartitionQueue};
+use super::control::Control;
+use super::offsets::{ChunkId, OffsetTracker};
 use super::status::{PartitionState, PartitionStatus};
 use crate::config::BatchConfig;
-use crate::document::Record;
-use crate::metrics::Metrics;
-use crate::registry::TopicSettings;
-use crate::sink::dead_letter::DeadLetters;
+use crate::document::{Record, Shaper};
+use crate::memory::{MemoryBudget, Reservation};
+use crate::metrics::{Metrics, PartitionLabel, TopicLabel};
+use crate::sink::chunk::{ChunkBuilder, ChunkOutcome};
 use crate::sink::template::Templates;
-use crate::sink::{Batch, BatchOutcome, Sink};
+use crate::sink::Sink;
+use crate::topic::{TopicPartition, TopicSettings};
 
 /// How long a seek may take before it is tried again.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a task may be unable to take more messages (its requests are
-/// failing or slow) before it pauses fetching of its partition.
-const PAUSE_AFTER: Duration = Duration::from_millis(500);
+/// How long a task may be unable to take more messages (the memory budget
+/// is spent) before it pauses fetching of its partition.
+pub const PAUSE_AFTER: Duration = Duration::from_millis(500);
+
+/// Memory reserved per record beyond its key and value (copied once into
+/// the chunk's raw buffer, once encoded): the action line, the fixed
+/// fields, the document entry.
+const RECORD_OVERHEAD: usize = 160;
+
+/// How many messages one burst reads before it lets the loop look at
+/// answers and cancellation again.
+const BURST: usize = 4096;
 
 /// What a finished task leaves behind for the next one on the same queue.
 #[derive(Debug)]
 pub struct TaskExit {
     /// The partition.
     pub partition: TopicPartition,
-    /// The task's id, to tell it from a newer task of the same partition.
-    pub task_id: u64,
     /// Set when the task read messages it could not get acknowledged: the
     /// next reader of the same queue must seek back here first.
     pub resume_from: Option<i64>,
@@ -53,19 +76,21 @@ pub struct TaskExit {
 
 /// Everything a partition task needs.
 pub struct PartitionTask {
-    /// The partition it consumes.
-    pub partition: TopicPartition,
-    /// Its id (unique in this process).
-    pub task_id: u64,
+    /// The assignment it serves, whose fence guards every store.
+    pub assignment: Arc<Assignment>,
     /// The topic's settings at start.
     pub settings: Arc<TopicSettings>,
     /// The partition's queue.
     pub queue: Arc<PartitionQueue>,
-    /// For storing and committing offsets.
+    /// For storing offsets and seeking.
     pub consumer: Arc<LogConsumer>,
-    /// Where batches go.
-    pub sink: Arc<Sink>,
-    /// Batching limits.
+    /// Pause and resume, off the runtime.
+    pub control: Control,
+    /// Where chunks go.
+    pub sink: Sink,
+    /// The process-wide memory budget.
+    pub budget: MemoryBudget,
+    /// Chunk size limits.
     pub batch: BatchConfig,
     /// How long draining may take once cancelled.
     pub drain_timeout: Duration,
@@ -73,17 +98,26 @@ pub struct PartitionTask {
     pub resume_from: Option<i64>,
     /// The partition's entry on the status board.
     pub status: Arc<PartitionStatus>,
-    /// Where documents rejected for good go.
-    pub dead_letters: Arc<DeadLetters>,
     /// Index templates, installed before the first document.
     pub templates: Arc<Templates>,
     /// Metrics.
     pub metrics: Metrics,
 }
 
-type InFlight = Pin<Box<dyn Future<Output = (i64, BatchOutcome)> + Send>>;
+/// The answer of one chunk, with what the task remembers of it.
+type Answer = Pin<Box<dyn Future<Output = (Sent, Option<ChunkOutcome>)> + Send>>;
 
-/// Decrements a gauge by an amount when dropped (request done or abandoned).
+/// Waiting for memory from the budget.
+type MemoryWait = Pin<Box<dyn Future<Output = Reservation> + Send>>;
+
+/// What the task remembers of a chunk it handed to the sink.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    id: ChunkId,
+    oldest_timestamp_ms: Option<i64>,
+}
+
+/// Adds to a gauge for as long as it lives.
 struct GaugeGuard(Gauge, i64);
 
 impl GaugeGuard {
@@ -99,150 +133,372 @@ impl Drop for GaugeGuard {
     }
 }
 
-/// Offsets of the messages this task read and had acknowledged.
-#[derive(Debug, Default)]
-struct Progress {
-    /// Offset of the first message read.
-    first_read: Option<i64>,
-    /// Offset after the last message read.
-    read_next: Option<i64>,
-    /// Offset after the last acknowledged message.
-    acked_next: Option<i64>,
+/// Per-topic counters, resolved once per task.
+struct Counters {
+    read: Counter,
+    bytes_read: Counter,
+    indexed: Counter,
 }
 
-impl Progress {
-    /// Where the next reader must start when it is not where the queue is.
-    fn resume_from(&self) -> Option<i64> {
-        match (self.read_next, self.acked_next) {
-            (Some(read), Some(acked)) if read > acked => Some(acked),
-            (Some(_), None) => self.first_read,
-            _ => None,
-        }
-    }
+/// The loop's state: tracker, open chunk, answers in flight.
+struct Loop {
+    tp: TopicPartition,
+    tracker: OffsetTracker,
+    shaper: Shaper,
+    chunk: ChunkBuilder,
+    /// Memory reserved for the open chunk.
+    reservation: Reservation,
+    /// Sizes of the last chunk, to size the next one.
+    last_chunk: (usize, usize),
+    answers: FuturesUnordered<Answer>,
+    /// Oldest Kafka timestamp of each chunk not yet answered.
+    waiting: std::collections::BTreeMap<ChunkId, Option<i64>>,
+    counters: Counters,
+    first_ack_seen: bool,
+    started: Instant,
+}
+
+/// What reading one message came to.
+enum Step {
+    Written,
+    /// The budget is spent: wait for this many bytes.
+    NeedMemory(usize),
+    /// The task cannot go on.
+    Stop,
 }
 
 impl PartitionTask {
-    /// Runs until `cancel` fires, then drains and commits.
+    /// Runs until `cancel` fires, then drains.
     pub async fn run(self, cancel: CancellationToken) -> TaskExit {
         let _running = GaugeGuard::new(&self.metrics.partition_tasks, 1);
         self.status.set_state(PartitionState::Running);
-        let tp = self.partition.clone();
-        let mut progress = Progress::default();
+        self.assignment.set_first_read(None);
+        let tp = self.assignment.partition().clone();
         if let Some(offset) = self.resume_from {
             if !self.seek(offset, &cancel).await {
-                return self.exit(Progress {
-                    first_read: Some(offset),
-                    read_next: Some(offset + 1),
-                    acked_next: None,
-                });
+                return self.exit(Some(offset));
             }
         }
         self.load_committed_offset();
         if !self.install_template(&cancel).await {
-            return self.exit(Progress::default());
+            return self.exit(self.resume_from);
         }
-        info!(partition = %tp, index = %self.settings.index, "partition task started");
-        let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
-        let mut batch = Batch::new(tp.topic.clone(), tp.partition);
-        let mut linger_deadline = Instant::now();
-        let mut consecutive_errors = 0u32;
+        info!(partition = %tp, index = %self.settings.index, generation = self.assignment.generation(), "partition task started");
+        let label = TopicLabel::of(&tp.topic);
+        let mut state = Loop {
+            tracker: OffsetTracker::new(self.assignment.generation()),
+            shaper: Shaper::new(self.settings.clone(), tp.clone()),
+            chunk: ChunkBuilder::new(tp.clone(), 64, 16 << 10),
+            reservation: self.budget.empty(),
+            last_chunk: (64, 16 << 10),
+            answers: FuturesUnordered::new(),
+            waiting: Default::default(),
+            counters: Counters {
+                read: self.metrics.documents_read.get_or_create(&label).clone(),
+                bytes_read: self.metrics.bytes_read.get_or_create(&label).clone(),
+                indexed: self.metrics.documents_indexed.get_or_create(&label).clone(),
+            },
+            first_ack_seen: false,
+            started: Instant::now(),
+            tp,
+        };
+        let queue = self.queue.clone();
+        let mut stream = queue.stream();
+        // A message read while the budget was spent, and the reservation it
+        // waits for.
+        let mut held: Option<BorrowedMessage<'_>> = None;
+        let mut memory: Option<MemoryWait> = None;
         let mut blocked_since: Option<Instant> = None;
         let mut paused: Option<GaugeGuard> = None;
-        self.set_paused(false);
-        let started = Instant::now();
-        let mut first_ack_seen = false;
-        let read_counter = self
-            .metrics
-            .documents_read
-            .get_or_create(&Metrics::topic(&tp.topic))
-            .clone();
-        loop {
-            let full =
-                batch.len() >= self.batch.max_documents || batch.bytes() >= self.batch.max_bytes;
-            let can_send = in_flight.len() < self.batch.max_in_flight_per_partition;
-            if full && can_send {
-                self.send(&mut batch, &mut in_flight);
-                continue;
-            }
-            // Back-pressure: while the sink cannot take more, stop fetching
-            // instead of letting the client buffer ahead.
-            if full {
-                let since = *blocked_since.get_or_insert_with(Instant::now);
-                if paused.is_none() && since.elapsed() >= PAUSE_AFTER {
-                    self.set_paused(true);
-                    paused = Some(GaugeGuard::new(&self.metrics.partitions_paused, 1));
-                }
-            } else {
-                blocked_since = None;
-                if paused.take().is_some() {
-                    self.set_paused(false);
-                }
-            }
-            let pause_check = blocked_since
-                .map(|s| s + PAUSE_AFTER)
-                .unwrap_or_else(Instant::now);
+        let mut consecutive_errors = 0u32;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let cancelled = cancel.cancelled();
+        tokio::pin!(cancelled);
+        let mut stop = false;
+        while !stop {
+            let pause_at = blocked_since.map(|s| s + PAUSE_AFTER);
             tokio::select! {
                 biased;
-                _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep_until(pause_check), if full && paused.is_none() => {}
-                Some((last, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
-                    self.acknowledge(last, outcome, &mut progress);
-                    if !first_ack_seen {
-                        first_ack_seen = true;
-                        let elapsed = started.elapsed();
-                        self.metrics.partition_first_ack_duration.observe(elapsed.as_secs_f64());
-                        info!(partition = %tp, elapsed_us = elapsed.as_micros() as u64, "first batch acknowledged");
+                _ = &mut cancelled => break,
+                Some((sent, outcome)) = state.answers.next(), if !state.answers.is_empty() => {
+                    self.answered(&mut state, sent, outcome);
+                }
+                Some(reservation) = OptionFuture::from(memory.as_mut()), if memory.is_some() => {
+                    memory = None;
+                    blocked_since = None;
+                    if paused.take().is_some() {
+                        self.control.resume(&state.tp);
+                    }
+                    state.reservation.merge(reservation);
+                    if let Some(message) = held.take() {
+                        if let Step::Stop = self.take(&mut state, &message, true) {
+                            stop = true;
+                        }
+                    }
+                    if !stop {
+                        match self.burst(&mut state, &mut stream, &mut held) {
+                            Ok(Some(need)) => {
+                                blocked_since = Some(Instant::now());
+                                memory = Some(self.block(&mut state, need));
+                            }
+                            Ok(None) => {}
+                            Err(()) => stop = true,
+                        }
                     }
                 }
-                _ = tokio::time::sleep_until(linger_deadline), if !batch.is_empty() && can_send => {
-                    self.send(&mut batch, &mut in_flight);
-                }
-                message = self.queue.recv(), if !full => match message {
-                    Ok(message) => {
+                message = stream.next(), if held.is_none() => match message {
+                    Some(Ok(message)) => {
                         consecutive_errors = 0;
-                        if batch.is_empty() {
-                            let linger = if in_flight.is_empty() {
-                                self.batch.linger.min(self.batch.idle_linger)
-                            } else {
-                                self.batch.linger
-                            };
-                            linger_deadline = Instant::now() + linger;
-                        }
-                        let record = Record {
-                            topic: &tp.topic,
-                            partition: tp.partition,
-                            offset: message.offset(),
-                            key: message.key(),
-                            value: message.payload(),
-                            timestamp_ms: message.timestamp().to_millis(),
+                        let first = match self.take(&mut state, &message, false) {
+                            Step::Written => Ok(None),
+                            Step::NeedMemory(need) => {
+                                held = Some(message);
+                                Ok(Some(need))
+                            }
+                            Step::Stop => Err(()),
                         };
-                        if let Err(e) = batch.push(&self.settings, &record, Utc::now()) {
-                            // Serialising owned text cannot fail; if it ever
-                            // does, stop rather than skip the record.
-                            error!(partition = %tp, offset = record.offset, error = %e, "cannot encode record; stopping the partition task");
-                            break;
+                        let outcome = match first {
+                            Ok(None) => self.burst(&mut state, &mut stream, &mut held),
+                            other => other,
+                        };
+                        match outcome {
+                            Ok(Some(need)) => {
+                                blocked_since = Some(Instant::now());
+                                memory = Some(self.block(&mut state, need));
+                            }
+                            Ok(None) => {}
+                            Err(()) => stop = true,
                         }
-                        read_counter.inc();
-                        progress.first_read.get_or_insert(record.offset);
-                        progress.read_next = Some(record.offset + 1);
-                        self.status.set_read(record.offset + 1);
                     }
-                    Err(e) => {
+                    Some(Err(e)) => {
                         consecutive_errors += 1;
                         self.metrics.kafka_errors.inc();
-                        warn!(partition = %tp, error = %e, "error reading partition");
+                        warn!(partition = %state.tp, error = %e, "error reading partition");
                         let pause = Duration::from_millis(100 * u64::from(consecutive_errors.min(50)));
                         tokio::select! {
-                            _ = cancel.cancelled() => break,
+                            _ = &mut cancelled => break,
                             _ = tokio::time::sleep(pause) => {}
                         }
                     }
+                    None => {
+                        error!(partition = %state.tp, "partition stream ended");
+                        stop = true;
+                    }
                 },
+                _ = tokio::time::sleep_until(pause_at.unwrap_or_else(Instant::now)), if pause_at.is_some() && paused.is_none() => {
+                    info!(partition = %state.tp, budget = self.budget.limit(), "memory budget spent; pausing fetching");
+                    self.control.pause(&state.tp);
+                    paused = Some(GaugeGuard::new(&self.metrics.partitions_paused, 1));
+                }
+                _ = tick.tick() => self.update_lag(&state),
             }
         }
+        // A message taken from the queue but not written is read all the
+        // same: the next reader must start at it.
+        if let Some(message) = held.take() {
+            state.tracker.read(message.offset());
+        }
+        drop(memory);
+        if paused.take().is_some() {
+            self.control.resume(&state.tp);
+        }
         self.status.set_state(PartitionState::Stopping);
-        self.drain(batch, in_flight, &mut progress).await;
-        self.exit(progress)
+        self.drain(&mut state).await;
+        if !cancel.is_cancelled() {
+            error!(partition = %state.tp, "partition task ended without being asked to");
+        }
+        self.exit(state.tracker.resume_point())
+    }
+
+    /// The budget is spent: hands the open chunk to the sink (so its memory
+    /// can come back) and waits for `need` bytes.
+    fn block(&self, state: &mut Loop, need: usize) -> MemoryWait {
+        self.submit(state, false);
+        let budget = self.budget.clone();
+        Box::pin(async move { budget.reserve(need).await })
+    }
+
+    /// Reads every message already in the queue (up to [`BURST`]), then
+    /// hands the chunk to the sink. `Ok(Some(bytes))` when the budget is
+    /// spent (the message is in `held`), `Err` when the task must stop.
+    fn burst<'q>(
+        &self,
+        state: &mut Loop,
+        stream: &mut rdkafka::consumer::MessageStream<'q, super::consumer::GroupContext>,
+        held: &mut Option<BorrowedMessage<'q>>,
+    ) -> Result<Option<usize>, ()> {
+        for _ in 0..BURST {
+            match stream.next().now_or_never() {
+                Some(Some(Ok(message))) => match self.take(state, &message, false) {
+                    Step::Written => {}
+                    Step::NeedMemory(need) => {
+                        *held = Some(message);
+                        return Ok(Some(need));
+                    }
+                    Step::Stop => return Err(()),
+                },
+                // An error or nothing ready: the select loop handles it.
+                _ => break,
+            }
+        }
+        self.submit(state, false);
+        Ok(None)
+    }
+
+    /// Writes one message into the open chunk, reserving its memory first
+    /// (unless `reserved`: the caller just obtained it).
+    fn take(&self, state: &mut Loop, message: &BorrowedMessage<'_>, reserved: bool) -> Step {
+        let key = message.key();
+        let value = message.payload();
+        let raw = key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len);
+        if !reserved {
+            let need = 2 * raw + RECORD_OVERHEAD + state.tp.topic.len();
+            match self.budget.try_reserve(need) {
+                Some(r) => state.reservation.merge(r),
+                None => return Step::NeedMemory(need),
+            }
+        }
+        let offset = message.offset();
+        if state.tracker.first_read().is_none() {
+            // Before anything can go wrong with it: a task that dies must be
+            // restarted at the first offset it took from the queue.
+            self.assignment.set_first_read(Some(offset));
+        }
+        crate::fault::before_record(&state.tp, offset);
+        if !state.tracker.read(offset) {
+            warn!(partition = %state.tp, offset, "offset at or before one already read; skipped");
+            return Step::Written;
+        }
+        let record = Record {
+            offset,
+            key,
+            value,
+            timestamp_ms: message.timestamp().to_millis(),
+        };
+        if let Err(e) = state.shaper.write(&mut state.chunk, &record, Utc::now()) {
+            // Serialising owned text cannot fail; if it ever does, stop
+            // rather than skip the record.
+            error!(partition = %state.tp, offset, error = %e, "cannot encode record; stopping the partition task");
+            return Step::Stop;
+        }
+        state.counters.read.inc();
+        state.counters.bytes_read.inc_by(raw as u64);
+        self.status.set_read(offset + 1);
+        if state.chunk.len() >= self.batch.max_documents
+            || state.chunk.bytes() >= self.batch.max_bytes
+        {
+            self.submit(state, false);
+        }
+        Step::Written
+    }
+
+    /// Hands the open chunk (if any) to the sink.
+    fn submit(&self, state: &mut Loop, urgent: bool) {
+        let Some(id) = state.tracker.seal() else {
+            return;
+        };
+        let (docs, bytes) = (state.chunk.len(), state.chunk.bytes());
+        state.last_chunk = (docs.max(16), bytes.max(4096));
+        let builder = std::mem::replace(
+            &mut state.chunk,
+            ChunkBuilder::new(
+                state.tp.clone(),
+                state.last_chunk.0,
+                state.last_chunk.1.min(self.batch.max_bytes),
+            ),
+        );
+        let reservation = std::mem::replace(&mut state.reservation, self.budget.empty());
+        let (answer, receive) = oneshot::channel();
+        let chunk = builder.seal(id, reservation, answer, urgent);
+        let sent = Sent {
+            id,
+            oldest_timestamp_ms: chunk.oldest_timestamp_ms(),
+        };
+        state.waiting.insert(id, sent.oldest_timestamp_ms);
+        if !self.sink.submit(chunk) {
+            // The sink is gone (shutting down): the chunk is never
+            // answered, so nothing of it is stored.
+            warn!(partition = %state.tp, "sink stopped; chunk not sent");
+        }
+        state
+            .answers
+            .push(Box::pin(receive.map(move |r| (sent, r.ok()))));
+    }
+
+    /// Records a chunk's answer: the tracker may hand out an offset to store.
+    fn answered(&self, state: &mut Loop, sent: Sent, outcome: Option<ChunkOutcome>) {
+        state.waiting.remove(&sent.id);
+        let Some(outcome) = outcome else {
+            return;
+        };
+        state.counters.indexed.inc_by(outcome.stored as u64);
+        self.status.add_indexed(outcome.stored as u64);
+        if let Some(ts) = sent.oldest_timestamp_ms {
+            let age = Utc::now().timestamp_millis().saturating_sub(ts).max(0);
+            self.metrics.end_to_end_latency.observe(age as f64 / 1000.0);
+        }
+        if !state.first_ack_seen {
+            state.first_ack_seen = true;
+            let elapsed = state.started.elapsed();
+            self.metrics
+                .partition_first_ack_duration
+                .observe(elapsed.as_secs_f64());
+            info!(partition = %state.tp, elapsed_us = elapsed.as_micros() as u64, "first chunk acknowledged");
+        }
+        if let Some(store) = state.tracker.ack(sent.id) {
+            match self.assignment.store(&*self.consumer, store) {
+                Ok(()) => self.status.set_acknowledged(store.next),
+                Err(e @ StoreError::Fenced { .. }) => {
+                    state.tracker.revoke();
+                    debug!(partition = %state.tp, error = %e, "offset not stored: the partition was handed over");
+                }
+                Err(e) => warn!(partition = %state.tp, error = %e, "cannot store offset"),
+            }
+        }
+        self.update_lag(state);
+    }
+
+    /// Lag in seconds: the age of the oldest record read and not yet
+    /// acknowledged; with nothing pending but messages waiting in Kafka, the
+    /// age since the last acknowledgement; else 0.
+    fn update_lag(&self, state: &Loop) {
+        let now = Utc::now().timestamp_millis();
+        let oldest = state.waiting.values().flatten().min().copied();
+        let seconds = match oldest {
+            Some(ts) => (now - ts).max(0) as f64 / 1000.0,
+            None => 0.0,
+        };
+        self.metrics
+            .partition_lag_seconds
+            .get_or_create(&PartitionLabel::of(&state.tp))
+            .set(seconds);
+    }
+
+    /// Sends the open chunk without lingering and waits for the answers up
+    /// to the drain deadline.
+    async fn drain(&self, state: &mut Loop) {
+        self.submit(state, true);
+        if !state.answers.is_empty() {
+            self.sink.flush();
+        }
+        let deadline = Instant::now() + self.drain_timeout;
+        while !state.answers.is_empty() {
+            tokio::select! {
+                Some((sent, outcome)) = state.answers.next() => self.answered(state, sent, outcome),
+                _ = tokio::time::sleep_until(deadline) => {
+                    warn!(
+                        partition = %state.tp,
+                        timeout = ?self.drain_timeout,
+                        pending = state.answers.len(),
+                        "drain deadline passed; unacknowledged documents will be read again"
+                    );
+                    break;
+                }
+            }
+        }
+        // Dropping the answer channels tells the sink to abandon the rest.
+        state.answers.clear();
+        info!(partition = %state.tp, stored = ?state.tracker.stored(), "partition task stopped");
     }
 
     /// Fetches the group's committed offset for `/status` and the lag,
@@ -250,7 +506,7 @@ impl PartitionTask {
     fn load_committed_offset(&self) {
         let consumer = self.consumer.clone();
         let status = self.status.clone();
-        let tp = self.partition.clone();
+        let tp = self.assignment.partition().clone();
         tokio::task::spawn_blocking(move || {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition(&tp.topic, tp.partition);
@@ -273,164 +529,49 @@ impl PartitionTask {
         let ensure = self.templates.ensure(&self.settings);
         tokio::pin!(ensure);
         let mut paused = None;
+        let tp = self.assignment.partition();
         let installed = loop {
             tokio::select! {
                 _ = cancel.cancelled() => break false,
                 _ = &mut ensure => break true,
                 _ = tokio::time::sleep(PAUSE_AFTER), if paused.is_none() => {
-                    self.set_paused(true);
+                    self.control.pause(tp);
                     paused = Some(GaugeGuard::new(&self.metrics.partitions_paused, 1));
                 }
             }
         };
         if paused.take().is_some() {
-            self.set_paused(false);
+            self.control.resume(tp);
         }
         installed
     }
 
-    /// Pauses or resumes fetching of the partition.
-    fn set_paused(&self, pause: bool) {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&self.partition.topic, self.partition.partition);
-        let result = if pause {
-            self.consumer.pause(&tpl)
-        } else {
-            self.consumer.resume(&tpl)
-        };
-        match result {
-            Ok(()) if pause => {
-                info!(partition = %self.partition, "sink is not keeping up; paused fetching")
-            }
-            Ok(()) => debug!(partition = %self.partition, "fetching resumed"),
-            Err(e) => {
-                warn!(partition = %self.partition, pause, error = %e, "cannot pause/resume partition")
-            }
-        }
-    }
-
-    fn exit(&self, progress: Progress) -> TaskExit {
+    fn exit(&self, resume_from: Option<i64>) -> TaskExit {
         self.status.set_state(PartitionState::Idle);
         TaskExit {
-            partition: self.partition.clone(),
-            task_id: self.task_id,
-            resume_from: progress.resume_from(),
-        }
-    }
-
-    fn send(&self, batch: &mut Batch, in_flight: &mut FuturesOrdered<InFlight>) {
-        let full = std::mem::replace(
-            batch,
-            Batch::new(self.partition.topic.clone(), self.partition.partition),
-        );
-        let Some(last) = full.last_offset() else {
-            return;
-        };
-        let sink = self.sink.clone();
-        let dead_letters = self.dead_letters.clone();
-        let buffered = GaugeGuard::new(&self.metrics.buffered_bytes, full.memory() as i64);
-        in_flight.push_back(Box::pin(async move {
-            let outcome = sink.send(&full).await;
-            if !outcome.rejected.is_empty() {
-                dead_letters.send(&full, &outcome.rejected).await;
-            }
-            drop(buffered);
-            (last, outcome)
-        }));
-    }
-
-    fn acknowledge(&self, last: i64, outcome: BatchOutcome, progress: &mut Progress) {
-        let next = last + 1;
-        progress.acked_next = Some(next);
-        self.status.acknowledged(next, outcome.delivered as u64);
-        let mut tpl = TopicPartitionList::new();
-        if let Err(e) = tpl.add_partition_offset(
-            &self.partition.topic,
-            self.partition.partition,
-            Offset::Offset(next),
-        ) {
-            warn!(partition = %self.partition, error = %e, "cannot build offset list");
-            return;
-        }
-        if let Err(e) = self.consumer.store_offsets(&tpl) {
-            // The partition is no longer assigned: the final commit of the
-            // drain (or the next owner) takes over.
-            debug!(partition = %self.partition, error = %e, "cannot store offset");
-        }
-    }
-
-    /// Flushes the open batch, waits for in-flight requests until the drain
-    /// deadline, and commits what was acknowledged.
-    async fn drain(
-        &self,
-        mut batch: Batch,
-        mut in_flight: FuturesOrdered<InFlight>,
-        progress: &mut Progress,
-    ) {
-        let deadline = Instant::now() + self.drain_timeout;
-        let drained = tokio::time::timeout_at(deadline, async {
-            loop {
-                if !batch.is_empty() && in_flight.len() < self.batch.max_in_flight_per_partition {
-                    self.send(&mut batch, &mut in_flight);
-                }
-                match in_flight.next().await {
-                    Some((last, outcome)) => self.acknowledge(last, outcome, progress),
-                    None if batch.is_empty() => break,
-                    None => {}
-                }
-            }
-        })
-        .await;
-        if drained.is_err() {
-            warn!(
-                partition = %self.partition,
-                timeout = ?self.drain_timeout,
-                "drain deadline passed; unacknowledged documents will be read again"
-            );
-        }
-        drop(in_flight);
-        if let Some(next) = progress.acked_next {
-            self.commit(next).await;
-        }
-        info!(partition = %self.partition, committed = ?progress.acked_next, "partition task stopped");
-    }
-
-    async fn commit(&self, next: i64) {
-        let mut tpl = TopicPartitionList::new();
-        if tpl
-            .add_partition_offset(
-                &self.partition.topic,
-                self.partition.partition,
-                Offset::Offset(next),
-            )
-            .is_err()
-        {
-            return;
-        }
-        let consumer = self.consumer.clone();
-        let result =
-            tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
-        match result {
-            Ok(Ok(())) => debug!(partition = %self.partition, offset = next, "offset committed"),
-            Ok(Err(e)) => {
-                warn!(partition = %self.partition, offset = next, error = %e, "final commit failed; the stored offset is committed with the next group commit")
-            }
-            Err(e) => warn!(partition = %self.partition, error = %e, "commit task failed"),
+            partition: self.assignment.partition().clone(),
+            resume_from,
         }
     }
 
     /// Moves the queue back to `offset`; retries until it works or the
-    /// task is cancelled (reading on without it would skip messages).
+    /// task is cancelled (reading on without it would skip messages). Only
+    /// while the assignment is open: a handed-over partition is the next
+    /// owner's.
     async fn seek(&self, offset: i64, cancel: &CancellationToken) -> bool {
         let mut backoff =
             crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let tp = self.assignment.partition().clone();
         loop {
+            if !self.assignment.is_open() {
+                return false;
+            }
             let consumer = self.consumer.clone();
-            let tp = self.partition.clone();
+            let target = tp.clone();
             let result = tokio::task::spawn_blocking(move || {
                 consumer.seek(
-                    &tp.topic,
-                    tp.partition,
+                    &target.topic,
+                    target.partition,
                     Offset::Offset(offset),
                     SEEK_TIMEOUT,
                 )
@@ -438,49 +579,16 @@ impl PartitionTask {
             .await;
             match result {
                 Ok(Ok(())) => {
-                    debug!(partition = %self.partition, offset, "seeked back to the first unacknowledged offset");
+                    debug!(partition = %tp, offset, "seeked back to the first unacknowledged offset");
                     return true;
                 }
-                Ok(Err(e)) => {
-                    warn!(partition = %self.partition, offset, error = %e, "seek failed; retrying")
-                }
-                Err(e) => {
-                    warn!(partition = %self.partition, error = %e, "seek task failed; retrying")
-                }
+                Ok(Err(e)) => warn!(partition = %tp, offset, error = %e, "seek failed; retrying"),
+                Err(e) => warn!(partition = %tp, error = %e, "seek task failed; retrying"),
             }
             tokio::select! {
                 _ = cancel.cancelled() => return false,
                 _ = tokio::time::sleep(backoff.next_delay()) => {}
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Progress;
-
-    #[test]
-    fn resume_point_is_the_first_unacknowledged_offset() {
-        let nothing = Progress::default();
-        assert_eq!(nothing.resume_from(), None);
-        let all_acked = Progress {
-            first_read: Some(5),
-            read_next: Some(10),
-            acked_next: Some(10),
-        };
-        assert_eq!(all_acked.resume_from(), None);
-        let some_acked = Progress {
-            first_read: Some(5),
-            read_next: Some(10),
-            acked_next: Some(7),
-        };
-        assert_eq!(some_acked.resume_from(), Some(7));
-        let none_acked = Progress {
-            first_read: Some(5),
-            read_next: Some(10),
-            acked_next: None,
-        };
-        assert_eq!(none_acked.resume_from(), Some(5));
     }
 }

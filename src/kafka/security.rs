@@ -6,19 +6,7 @@
 use rdkafka::ClientConfig;
 
 use crate::config::KafkaConfig;
-
-/// librdkafka properties set from `[kafka.tls]`/`[kafka.sasl]`; setting
-/// them in `kafka.options` as well is refused as ambiguous.
-pub const MANAGED_BY_SECTIONS: &[&str] = &[
-    "security.protocol",
-    "ssl.ca.location",
-    "ssl.certificate.location",
-    "ssl.key.location",
-    "sasl.mechanism",
-    "sasl.mechanisms",
-    "sasl.username",
-    "sasl.password",
-];
+pub use crate::config::MANAGED_BY_SECTIONS;
 
 /// The librdkafka properties of the configured TLS and SASL settings
 /// (empty without `[kafka.tls]` and `[kafka.sasl]`). Values may be

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use super::consumer::TopicPartition;
 use crate::metrics::{Metrics, PartitionLabel};
+use crate::topic::TopicPartition;
 
 /// Offset value meaning "not known yet".
 const UNKNOWN: i64 = -1;
@@ -79,9 +79,13 @@ impl PartitionStatus {
         self.read.store(next, Ordering::Relaxed);
     }
 
-    /// Records an acknowledged batch: `next` is the offset after it.
-    pub fn acknowledged(&self, next: i64, documents: u64) {
+    /// Records the offset after the contiguous acknowledged prefix.
+    pub fn set_acknowledged(&self, next: i64) {
         self.acknowledged.store(next, Ordering::Relaxed);
+    }
+
+    /// Counts documents indexed.
+    pub fn add_indexed(&self, documents: u64) {
         self.indexed.fetch_add(documents, Ordering::Relaxed);
     }
 
@@ -163,15 +167,14 @@ impl StatusBoard {
     /// Removes a partition no longer assigned.
     pub fn unassign(&self, tp: &TopicPartition) {
         self.lock().remove(tp);
-        self.metrics.partition_lag.remove(&PartitionLabel::of(tp));
+        let label = PartitionLabel::of(tp);
+        self.metrics.partition_lag.remove(&label);
+        self.metrics.partition_lag_seconds.remove(&label);
     }
 
     /// Records the broker's high watermark and refreshes the lag metric.
     pub fn set_high_watermark(&self, topic: &str, partition: i32, high: i64) {
-        let tp = TopicPartition {
-            topic: Arc::from(topic),
-            partition,
-        };
+        let tp = TopicPartition::new(topic, partition);
         let Some(status) = self.lock().get(&tp).cloned() else {
             return;
         };
@@ -186,10 +189,7 @@ impl StatusBoard {
 
     /// Records an offset the group committed.
     pub fn set_committed(&self, topic: &str, partition: i32, next: i64) {
-        let tp = TopicPartition {
-            topic: Arc::from(topic),
-            partition,
-        };
+        let tp = TopicPartition::new(topic, partition);
         if let Some(status) = self.lock().get(&tp) {
             status.committed.store(next, Ordering::Relaxed);
         }
@@ -222,17 +222,15 @@ mod tests {
     #[test]
     fn lag_uses_acknowledged_then_committed_offset() {
         let board = StatusBoard::new(Metrics::new(&mut Registry::default(), "t"));
-        let tp = TopicPartition {
-            topic: Arc::from("t"),
-            partition: 0,
-        };
+        let tp = TopicPartition::new("t", 0);
         let status = board.assign(&tp);
         assert_eq!(status.lag(), None);
         board.set_high_watermark("t", 0, 100);
         assert_eq!(status.lag(), None);
         board.set_committed("t", 0, 40);
         assert_eq!(status.lag(), Some(60));
-        status.acknowledged(90, 50);
+        status.set_acknowledged(90);
+        status.add_indexed(50);
         assert_eq!(status.lag(), Some(10));
         let report = board.report();
         assert_eq!(report.len(), 1);

@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use etcd_client::{Client, GetOptions};
 use serde_json::json;
 
-use super::{parse_topic_value, validate_index, validate_topic, RegistryError, RegistryState};
+use super::{parse_topic_value, RegistryError, RegistryState};
 use crate::config::EtcdConfig;
+use crate::topic::{validate_index, validate_topic};
 
 /// Errors of the registry commands.
 #[derive(Debug, thiserror::Error)]
@@ -49,10 +50,10 @@ impl RegistryAdmin {
     /// Registers `topic` (prefix form), with an optional index name.
     /// Returns the key written.
     pub async fn add(&mut self, topic: &str, index: Option<&str>) -> Result<String, AdminError> {
-        validate_topic(topic)?;
+        validate_topic(topic).map_err(RegistryError::from)?;
         let value = match index {
             Some(index) => {
-                validate_index(index)?;
+                validate_index(index).map_err(RegistryError::from)?;
                 json!({ "index": index }).to_string()
             }
             None => String::new(),
@@ -68,7 +69,7 @@ impl RegistryAdmin {
 
     /// Removes `topic`'s prefix-form key. Returns whether it existed.
     pub async fn remove(&mut self, topic: &str) -> Result<bool, AdminError> {
-        validate_topic(topic)?;
+        validate_topic(topic).map_err(RegistryError::from)?;
         let key = format!("{}{}", self.config.prefix, topic);
         let response = self
             .client

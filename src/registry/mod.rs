@@ -14,12 +14,14 @@ pub mod admin;
 pub mod settings;
 pub mod watcher;
 
-pub use settings::{parse_topic_value, LineFormat, TopicSettings};
+pub use settings::parse_topic_value;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::Deserialize;
+
+use crate::topic::{validate_index, validate_topic, NameError, TopicSettings};
 
 /// Why a registry key or value was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,12 +29,9 @@ pub enum RegistryError {
     /// The key is not valid UTF-8.
     #[error("key is not UTF-8")]
     KeyNotUtf8,
-    /// The topic part of a key is not a legal Kafka topic name.
-    #[error("{0:?} is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-], not . or ..)")]
-    InvalidTopic(String),
-    /// The index name would be refused by Elasticsearch.
-    #[error("{0:?} is not a valid Elasticsearch index name: {1}")]
-    InvalidIndex(String, &'static str),
+    /// A topic or index name Kafka or Elasticsearch would refuse.
+    #[error(transparent)]
+    Name(#[from] NameError),
     /// The value is not what the key's form expects.
     #[error("invalid value: {0}")]
     InvalidValue(String),
@@ -47,48 +46,6 @@ struct CollectorEntry {
 
 /// The desired topics and their settings, as the reconciler consumes them.
 pub type DesiredTopics = BTreeMap<String, Arc<TopicSettings>>;
-
-/// Checks a Kafka topic name (the broker's own rules).
-pub fn validate_topic(topic: &str) -> Result<(), RegistryError> {
-    let legal = !topic.is_empty()
-        && topic.len() <= 249
-        && topic != "."
-        && topic != ".."
-        && topic
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if legal {
-        Ok(())
-    } else {
-        Err(RegistryError::InvalidTopic(topic.to_string()))
-    }
-}
-
-/// Checks an Elasticsearch index name (the server's own rules).
-pub fn validate_index(index: &str) -> Result<(), RegistryError> {
-    let fail = |why| Err(RegistryError::InvalidIndex(index.to_string(), why));
-    if index.is_empty() || index.len() > 255 {
-        return fail("must be 1 to 255 bytes");
-    }
-    if index == "." || index == ".." {
-        return fail("must not be . or ..");
-    }
-    if index.starts_with(['-', '_', '+']) {
-        return fail("must not start with -, _ or +");
-    }
-    if index.chars().any(|c| c.is_uppercase()) {
-        return fail("must be lower case");
-    }
-    if index.chars().any(|c| {
-        matches!(
-            c,
-            '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ' ' | ',' | '#' | ':'
-        ) || c.is_control()
-    }) {
-        return fail("must not contain \\ / * ? \" < > | space , # : or control characters");
-    }
-    Ok(())
-}
 
 /// Parses a collector key's JSON array into its set of topics.
 pub fn parse_collector_value(value: &[u8]) -> Result<BTreeSet<String>, RegistryError> {
@@ -342,16 +299,5 @@ mod tests {
         assert_eq!(errors[0].0, "/logingest/topics/a");
         assert_eq!(names(&s), vec!["a", "c"]);
         assert_eq!(s.desired()["a"].index, "a1");
-    }
-
-    #[test]
-    fn topic_and_index_names() {
-        assert!(validate_topic("nginx.access_log-1").is_ok());
-        assert!(validate_topic("").is_err());
-        assert!(validate_topic("..").is_err());
-        assert!(validate_topic(&"x".repeat(250)).is_err());
-        assert!(validate_index("logs-2024.01.01").is_ok());
-        assert!(validate_index("_x").is_err());
-        assert!(validate_index("a,b").is_err());
     }
 }

@@ -1,7 +1,9 @@
-//! Per-topic settings: the JSON object of a prefix-form registry value.
+//! Parsing per-topic settings: the JSON object of a prefix-form registry
+//! value, into the [`TopicSettings`] every stage reads.
 //!
 //! ```json
-//! {"index": "nginx-%Y.%m.%d", "format": "json", "timestamp_field": "time", "pipeline": "geoip"}
+//! {"index": "nginx-%Y.%m.%d", "format": "json", "timestamp_field": "time", "pipeline": "geoip",
+//!  "kafka_fields": ["topic", "offset"]}
 //! ```
 //!
 //! Every field is optional and validated when the value changes; an invalid
@@ -9,59 +11,8 @@
 
 use serde::Deserialize;
 
-use super::{validate_index, RegistryError};
-use crate::document::IndexTemplate;
-
-/// How a record's value is read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LineFormat {
-    /// The value is a line of text, indexed as `message`.
-    #[default]
-    Text,
-    /// The value is a JSON object whose fields become document fields; a
-    /// value that is not one is indexed as text and tagged.
-    Json,
-}
-
-/// Settings of one registered topic, resolved with defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicSettings {
-    /// The index (or index template) its documents go to; the data stream's
-    /// name when `data_stream` is set.
-    pub index: String,
-    /// Write into the data stream named `index`, with `create`.
-    pub data_stream: bool,
-    /// How values are read.
-    pub format: LineFormat,
-    /// With `json`: put the object's fields under this key instead of at the
-    /// top level.
-    pub json_target: Option<String>,
-    /// With `json`: take `@timestamp` from this field (RFC 3339 or epoch
-    /// milliseconds), else from the Kafka timestamp.
-    pub timestamp_field: Option<String>,
-    /// Elasticsearch ingest pipeline applied to the documents.
-    pub pipeline: Option<String>,
-    /// `index`, compiled.
-    pub template: IndexTemplate,
-}
-
-impl TopicSettings {
-    /// The settings of a topic registered without any (default index: the
-    /// topic name, lower-cased because Elasticsearch index names must be).
-    pub fn defaults(topic: &str) -> Self {
-        let index = topic.to_ascii_lowercase();
-        Self {
-            template: IndexTemplate::fixed(&index),
-            index,
-            data_stream: false,
-            format: LineFormat::Text,
-            json_target: None,
-            timestamp_field: None,
-            pipeline: None,
-        }
-    }
-}
+use super::RegistryError;
+use crate::topic::{validate_index, IndexTemplate, KafkaFields, LineFormat, TopicSettings};
 
 /// The JSON object of the prefix form; unknown fields are rejected so that a
 /// typo does not silently fall back to a default.
@@ -75,6 +26,30 @@ struct TopicValue {
     json_target: Option<String>,
     timestamp_field: Option<String>,
     pipeline: Option<String>,
+    kafka_fields: Option<Vec<KafkaField>>,
+}
+
+/// One name of the `kafka_fields` list.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum KafkaField {
+    Topic,
+    Partition,
+    Offset,
+    Key,
+}
+
+fn kafka_fields(names: &[KafkaField]) -> KafkaFields {
+    let mut fields = KafkaFields::NONE;
+    for name in names {
+        match name {
+            KafkaField::Topic => fields.topic = true,
+            KafkaField::Partition => fields.partition = true,
+            KafkaField::Offset => fields.offset = true,
+            KafkaField::Key => fields.key = true,
+        }
+    }
+    fields
 }
 
 fn invalid(field: &str, why: impl std::fmt::Display) -> RegistryError {
@@ -120,6 +95,9 @@ pub fn parse_topic_value(topic: &str, value: &[u8]) -> Result<TopicSettings, Reg
     settings.json_target = non_empty("json_target", parsed.json_target)?;
     settings.timestamp_field = non_empty("timestamp_field", parsed.timestamp_field)?;
     settings.pipeline = non_empty("pipeline", parsed.pipeline)?;
+    if let Some(names) = &parsed.kafka_fields {
+        settings.kafka_fields = kafka_fields(names);
+    }
     if settings.format != LineFormat::Json {
         if settings.json_target.is_some() {
             return Err(invalid("json_target", "needs \"format\": \"json\""));

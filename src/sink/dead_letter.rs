@@ -1,27 +1,48 @@
 //! Dead letters: documents Elasticsearch rejected for good, sent where an
-//! operator can inspect and replay them, so that one bad document never
-//! stalls its partition and nothing is silently dropped.
+//! operator can inspect and replay them (`logingest dlq replay`), so that
+//! one bad document never stalls its partition and nothing is silently
+//! dropped.
 //!
 //! A dead letter carries the record's original key and value and, in Kafka
 //! headers (or document fields), its topic, partition, offset and the
-//! rejection reason. Sending retries until it succeeds: the partition's
-//! offset only moves past a rejected document once it is dead-lettered.
+//! rejection reason. Delivery outcomes:
+//!
+//! * **unreachable** destination (broker down, timeout, 5xx): waited for,
+//!   with backoff, without limit — the partition's offset moves past a
+//!   rejected document only once it is dead-lettered, so nothing is lost;
+//! * **refused for good** (a record over the producer's `message.max.bytes`,
+//!   a topic that does not accept it, an index that refuses the document):
+//!   the letter is written again in its **reduced form**, which the
+//!   destination accepts — the reason, topic, partition, offset, original
+//!   size and the first [`REDUCED_VALUE_PREFIX`] bytes of the value (the
+//!   full record is still in the source topic);
+//! * the reduced form refused for good too: logged at error level with the
+//!   topic, partition and offset, and counted
+//!   (`logingest_dead_letters_refused_total`); the partition moves on.
 
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
-use elasticsearch::{BulkParts, Elasticsearch};
+use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use elasticsearch::http::Method;
+use elasticsearch::Elasticsearch;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use serde_json::json;
+use serde_json::{json, Value};
 use tracing::{error, warn};
 
-use super::{Batch, RejectedDocument};
+use super::chunk::RawRecord;
+use super::reply::{self, ItemStatus};
 use crate::backoff::Backoff;
 use crate::config::{DeadLetterConfig, DeadLetterDestination, KafkaConfig, RetryConfig};
 use crate::document::document_id;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TopicLabel};
+use crate::topic::TopicPartition;
+
+/// Bytes of the value a reduced dead letter keeps.
+pub const REDUCED_VALUE_PREFIX: usize = 1024;
 
 /// Kafka header names of a dead letter.
 pub mod headers {
@@ -33,6 +54,50 @@ pub mod headers {
     pub const OFFSET: &str = "logingest.offset";
     /// Why Elasticsearch rejected the document.
     pub const ERROR: &str = "logingest.error";
+    /// Present (`true`) on a reduced dead letter, whose value is the JSON
+    /// description of the record instead of the record.
+    pub const REDUCED: &str = "logingest.reduced";
+}
+
+/// One document to dead-letter.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadLetter<'a> {
+    /// Where it was read.
+    pub partition: &'a TopicPartition,
+    /// The record as read.
+    pub record: RawRecord<'a>,
+    /// Why it was rejected.
+    pub reason: &'a str,
+}
+
+impl DeadLetter<'_> {
+    /// The reduced form: what any destination accepts.
+    pub fn reduced(&self, refusal: &str) -> Value {
+        let value = self.record.value.unwrap_or_default();
+        let prefix = &value[..value.len().min(REDUCED_VALUE_PREFIX)];
+        json!({
+            "reduced": true,
+            "reason": self.reason,
+            "refused": refusal,
+            "topic": &*self.partition.topic,
+            "partition": self.partition.partition,
+            "offset": self.record.offset,
+            "original_size": value.len(),
+            "key_size": self.record.key.map(<[u8]>::len),
+            "value_prefix": String::from_utf8_lossy(prefix),
+        })
+    }
+}
+
+/// Why a delivery failed.
+#[derive(Debug, thiserror::Error)]
+enum DeliveryError {
+    /// The destination could not be reached or failed; try again.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The destination refused this letter for good.
+    #[error("{0}")]
+    Refused(String),
 }
 
 enum Destination {
@@ -54,6 +119,11 @@ pub struct DeadLetters {
     metrics: Metrics,
 }
 
+/// The dead-letter topic of `topic` for the configured template.
+pub fn dead_letter_topic(template: &str, topic: &str) -> String {
+    template.replace("{topic}", topic)
+}
+
 impl DeadLetters {
     /// Builds the destination (a producer, or the sink's client).
     pub fn new(
@@ -62,7 +132,7 @@ impl DeadLetters {
         es: Elasticsearch,
         retry: RetryConfig,
         metrics: Metrics,
-    ) -> Result<Self, rdkafka::error::KafkaError> {
+    ) -> Result<Self, KafkaError> {
         let destination = match config.destination {
             DeadLetterDestination::Kafka => {
                 let mut cfg = ClientConfig::new();
@@ -90,121 +160,301 @@ impl DeadLetters {
         })
     }
 
-    /// Sends every rejected document of `batch`; returns once all are
-    /// delivered (retrying meanwhile).
-    pub async fn send(&self, batch: &Batch, rejected: &[RejectedDocument]) {
-        let topic = batch.topic();
-        let partition = batch.partition();
-        for doc in rejected {
+    /// Delivers every letter (in full, else reduced, else logged); returns
+    /// once each is settled, waiting out unreachable destinations.
+    pub async fn send(&self, letters: &[DeadLetter<'_>]) {
+        for letter in letters {
+            let topic = &letter.partition.topic;
             error!(
                 topic = %topic,
-                partition,
-                offset = doc.offset,
-                reason = %doc.reason,
+                partition = letter.partition.partition,
+                offset = letter.record.offset,
+                reason = %letter.reason,
                 "document rejected by Elasticsearch; dead-lettering it"
             );
-        }
-        let mut backoff = Backoff::new(self.retry.initial_backoff, self.retry.max_backoff);
-        let mut pending: Vec<&RejectedDocument> = rejected.iter().collect();
-        while !pending.is_empty() {
-            let mut failed = Vec::new();
-            for doc in pending {
-                if let Err(e) = self.send_one(batch, doc).await {
-                    warn!(topic = %topic, partition, offset = doc.offset, error = %e, "cannot dead-letter document; retrying");
-                    failed.push(doc);
-                } else {
+            let label = TopicLabel::of(topic);
+            match self.deliver(letter).await {
+                Ok(()) => {
                     self.metrics
                         .documents_dead_lettered
-                        .get_or_create(&Metrics::topic(topic))
+                        .get_or_create(&label)
                         .inc();
                 }
-            }
-            pending = failed;
-            if !pending.is_empty() {
-                tokio::time::sleep(backoff.next_delay()).await;
+                Err(refusal) => {
+                    error!(
+                        topic = %topic,
+                        partition = letter.partition.partition,
+                        offset = letter.record.offset,
+                        reason = %letter.reason,
+                        refusal = %refusal,
+                        "dead-letter destination refused even the reduced form; the record stays only in the source topic"
+                    );
+                    self.metrics
+                        .dead_letters_refused
+                        .get_or_create(&label)
+                        .inc();
+                }
             }
         }
     }
 
-    async fn send_one(&self, batch: &Batch, doc: &RejectedDocument) -> Result<(), String> {
-        let topic = batch.topic();
-        let partition = batch.partition();
-        let Some(position) = batch.position_of(doc.offset) else {
-            return Ok(()); // not in this batch: nothing to send
+    /// Full form, then reduced form; `Err` with the last refusal when both
+    /// were refused for good.
+    async fn deliver(&self, letter: &DeadLetter<'_>) -> Result<(), String> {
+        let refusal = match self.until_settled(letter, None).await {
+            Ok(()) => return Ok(()),
+            Err(refusal) => refusal,
         };
-        let raw = batch.raw(position);
-        match &self.destination {
-            Destination::Nowhere => Ok(()),
-            Destination::Kafka {
-                producer,
-                topic: template,
-            } => {
-                let dlq_topic = template.replace("{topic}", topic);
-                let partition_text = partition.to_string();
-                let offset_text = doc.offset.to_string();
-                let headers = OwnedHeaders::new()
-                    .insert(Header {
-                        key: headers::TOPIC,
-                        value: Some(topic.as_bytes()),
-                    })
-                    .insert(Header {
-                        key: headers::PARTITION,
-                        value: Some(partition_text.as_bytes()),
-                    })
-                    .insert(Header {
-                        key: headers::OFFSET,
-                        value: Some(offset_text.as_bytes()),
-                    })
-                    .insert(Header {
-                        key: headers::ERROR,
-                        value: Some(doc.reason.as_bytes()),
-                    });
-                let mut record = FutureRecord::<[u8], [u8]>::to(&dlq_topic).headers(headers);
-                if let Some(key) = raw.key {
-                    record = record.key(key);
-                }
-                if let Some(value) = raw.value {
-                    record = record.payload(value);
-                }
-                producer
-                    .send(record, Duration::from_secs(30))
-                    .await
-                    .map(|_| ())
-                    .map_err(|(e, _)| format!("producing to {dlq_topic}: {e}"))
-            }
-            Destination::Elasticsearch { client, index } => {
-                let id = document_id(topic, partition, doc.offset);
-                let action = json!({"index": {"_index": index, "_id": id}});
-                let source = json!({
-                    "@timestamp": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-                    "message": raw.value.map(String::from_utf8_lossy),
-                    "kafka": {
-                        "topic": &**topic,
-                        "partition": partition,
-                        "offset": doc.offset,
-                        "key": raw.key.map(String::from_utf8_lossy),
-                    },
-                    "error": {"reason": doc.reason},
-                });
-                let response = client
-                    .bulk(BulkParts::None)
-                    .body(vec![action.to_string(), source.to_string()])
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let status = response.status_code();
-                let reply = response.bytes().await.map_err(|e| e.to_string())?;
-                if !status.is_success() {
-                    return Err(format!("HTTP {status}"));
-                }
-                match super::bulk::classify(&reply, 1)
-                    .map_err(|e| e.to_string())?
-                    .first()
-                {
-                    Some(super::bulk::ItemOutcome::Delivered) => Ok(()),
-                    other => Err(format!("dead-letter index refused the document: {other:?}")),
+        warn!(
+            topic = %letter.partition.topic,
+            partition = letter.partition.partition,
+            offset = letter.record.offset,
+            refusal = %refusal,
+            "dead-letter destination refused the record; writing its reduced form"
+        );
+        let reduced = letter.reduced(&refusal);
+        self.until_settled(letter, Some(&reduced)).await
+    }
+
+    /// Retries while the destination is unreachable; `Err` with the reason
+    /// when it refuses for good.
+    async fn until_settled(
+        &self,
+        letter: &DeadLetter<'_>,
+        reduced: Option<&Value>,
+    ) -> Result<(), String> {
+        let mut backoff = Backoff::new(self.retry.initial_backoff, self.retry.max_backoff);
+        loop {
+            match self.send_one(letter, reduced).await {
+                Ok(()) => return Ok(()),
+                Err(DeliveryError::Refused(reason)) => return Err(reason),
+                Err(DeliveryError::Unreachable(reason)) => {
+                    let delay = backoff.next_delay();
+                    warn!(
+                        topic = %letter.partition.topic,
+                        partition = letter.partition.partition,
+                        offset = letter.record.offset,
+                        error = %reason,
+                        retry_in = ?delay,
+                        "cannot reach the dead-letter destination; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
                 }
             }
         }
+    }
+
+    async fn send_one(
+        &self,
+        letter: &DeadLetter<'_>,
+        reduced: Option<&Value>,
+    ) -> Result<(), DeliveryError> {
+        match &self.destination {
+            Destination::Nowhere => Ok(()),
+            Destination::Kafka { producer, topic } => {
+                self.produce(producer, topic, letter, reduced).await
+            }
+            Destination::Elasticsearch { client, index } => {
+                index_letter(client, index, letter, reduced).await
+            }
+        }
+    }
+
+    async fn produce(
+        &self,
+        producer: &FutureProducer,
+        template: &str,
+        letter: &DeadLetter<'_>,
+        reduced: Option<&Value>,
+    ) -> Result<(), DeliveryError> {
+        let tp = letter.partition;
+        let dlq_topic = dead_letter_topic(template, &tp.topic);
+        let partition_text = tp.partition.to_string();
+        let offset_text = letter.record.offset.to_string();
+        let mut headers = OwnedHeaders::new()
+            .insert(Header {
+                key: headers::TOPIC,
+                value: Some(tp.topic.as_bytes()),
+            })
+            .insert(Header {
+                key: headers::PARTITION,
+                value: Some(partition_text.as_bytes()),
+            })
+            .insert(Header {
+                key: headers::OFFSET,
+                value: Some(offset_text.as_bytes()),
+            })
+            .insert(Header {
+                key: headers::ERROR,
+                value: Some(letter.reason.as_bytes()),
+            });
+        let reduced_value = reduced.map(Value::to_string);
+        if reduced.is_some() {
+            headers = headers.insert(Header {
+                key: headers::REDUCED,
+                value: Some(&b"true"[..]),
+            });
+        }
+        let mut record = FutureRecord::<[u8], [u8]>::to(&dlq_topic).headers(headers);
+        match &reduced_value {
+            Some(value) => record = record.payload(value.as_bytes()),
+            None => {
+                if let Some(key) = letter.record.key {
+                    record = record.key(key);
+                }
+                if let Some(value) = letter.record.value {
+                    record = record.payload(value);
+                }
+            }
+        }
+        match producer.send(record, Duration::from_secs(30)).await {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(classify_produce_error(&dlq_topic, e)),
+        }
+    }
+}
+
+fn classify_produce_error(topic: &str, error: KafkaError) -> DeliveryError {
+    let text = format!("producing to {topic}: {error}");
+    match error.rdkafka_error_code() {
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::InvalidTopic
+            | RDKafkaErrorCode::TopicAuthorizationFailed,
+        ) => DeliveryError::Refused(text),
+        _ => DeliveryError::Unreachable(text),
+    }
+}
+
+async fn index_letter(
+    client: &Elasticsearch,
+    index: &str,
+    letter: &DeadLetter<'_>,
+    reduced: Option<&Value>,
+) -> Result<(), DeliveryError> {
+    let tp = letter.partition;
+    let id = document_id(&tp.topic, tp.partition, letter.record.offset);
+    let action = json!({"index": {"_index": index, "_id": id}});
+    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    let source = match reduced {
+        Some(reduced) => json!({
+            "@timestamp": now,
+            "message": reduced["value_prefix"],
+            "kafka": {"topic": &*tp.topic, "partition": tp.partition, "offset": letter.record.offset},
+            "error": {"reason": letter.reason, "refused": reduced["refused"]},
+            "reduced": true,
+            "original_size": reduced["original_size"],
+        }),
+        None => json!({
+            "@timestamp": now,
+            "message": letter.record.value.map(String::from_utf8_lossy),
+            "kafka": {
+                "topic": &*tp.topic,
+                "partition": tp.partition,
+                "offset": letter.record.offset,
+                "key": letter.record.key.map(String::from_utf8_lossy),
+            },
+            "error": {"reason": letter.reason},
+        }),
+    };
+    let body = format!("{action}\n{source}\n");
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    let response = client
+        .transport()
+        .send(
+            Method::Post,
+            "/_bulk",
+            headers,
+            None::<&()>,
+            Some(body),
+            None,
+        )
+        .await
+        .map_err(|e| DeliveryError::Unreachable(e.to_string()))?;
+    let status = response.status_code().as_u16();
+    let reply = response
+        .bytes()
+        .await
+        .map_err(|e| DeliveryError::Unreachable(e.to_string()))?;
+    match status {
+        200..=299 => {}
+        413 => {
+            return Err(DeliveryError::Refused(
+                "413 request entity too large".into(),
+            ))
+        }
+        400..=499 if status != 429 && status != 408 => {
+            return Err(DeliveryError::Refused(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&reply[..reply.len().min(512)])
+            )))
+        }
+        _ => return Err(DeliveryError::Unreachable(format!("HTTP {status}"))),
+    }
+    match reply::parse(&reply, 1, |_, got| got == id) {
+        Ok(items) => match items.into_iter().next() {
+            Some(ItemStatus::Stored) => Ok(()),
+            Some(ItemStatus::Rejected(e)) => Err(DeliveryError::Refused(format!(
+                "dead-letter index {index} refused the document: {e}"
+            ))),
+            Some(ItemStatus::Retry(e)) => Err(DeliveryError::Unreachable(e.to_string())),
+            None => Err(DeliveryError::Unreachable("empty bulk reply".into())),
+        },
+        Err(e) => Err(DeliveryError::Unreachable(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reduced_form_keeps_what_identifies_the_record() {
+        let tp = TopicPartition::new("app", 2);
+        let value = vec![b'x'; 5000];
+        let letter = DeadLetter {
+            partition: &tp,
+            record: RawRecord {
+                offset: 77,
+                key: Some(b"k"),
+                value: Some(&value),
+            },
+            reason: "413 request entity too large",
+        };
+        let reduced = letter.reduced("message too large");
+        assert_eq!(reduced["reduced"], true);
+        assert_eq!(reduced["topic"], "app");
+        assert_eq!(reduced["partition"], 2);
+        assert_eq!(reduced["offset"], 77);
+        assert_eq!(reduced["original_size"], 5000);
+        assert_eq!(reduced["key_size"], 1);
+        assert_eq!(reduced["reason"], "413 request entity too large");
+        assert_eq!(reduced["refused"], "message too large");
+        assert_eq!(
+            reduced["value_prefix"].as_str().map(str::len),
+            Some(REDUCED_VALUE_PREFIX)
+        );
+        assert!(reduced.to_string().len() < 2 * REDUCED_VALUE_PREFIX);
+    }
+
+    #[test]
+    fn size_and_validity_errors_are_refusals_the_rest_is_waited_for() {
+        let refused = classify_produce_error(
+            "t.dlq",
+            KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+        );
+        assert!(matches!(refused, DeliveryError::Refused(_)));
+        let waited = classify_produce_error(
+            "t.dlq",
+            KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
+        );
+        assert!(matches!(waited, DeliveryError::Unreachable(_)));
     }
 }

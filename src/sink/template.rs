@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::backoff::Backoff;
 use crate::config::{IndexTemplateConfig, RetryConfig};
-use crate::registry::TopicSettings;
+use crate::topic::TopicSettings;
 
 /// Installs one index template per distinct index pattern, once.
 pub struct Templates {

@@ -1,0 +1,49 @@
+//! Faults only tests can trigger, compiled into debug builds alone (the
+//! test suite runs debug binaries; release builds have none of this).
+//!
+//! `LOGINGEST_TEST_PANIC_AT=<topic>/<partition>/<offset>[,...]` makes the
+//! partition task panic the first time it reads each of those offsets — to
+//! prove that a dead task is restarted from its first unacknowledged
+//! offset and that nothing waits on it forever.
+
+use crate::topic::TopicPartition;
+
+/// Panics when the test fault names this record (debug builds only).
+#[cfg(debug_assertions)]
+pub fn before_record(tp: &TopicPartition, offset: i64) {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+
+    type Armed = Mutex<HashSet<(String, i32, i64)>>;
+    static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
+    let armed = ARMED.get_or_init(|| {
+        let spec = std::env::var("LOGINGEST_TEST_PANIC_AT").ok()?;
+        let faults = spec
+            .split(',')
+            .filter_map(|one| {
+                let mut parts = one.trim().rsplitn(3, '/');
+                let offset = parts.next()?.parse().ok()?;
+                let partition = parts.next()?.parse().ok()?;
+                let topic = parts.next()?.to_string();
+                Some((topic, partition, offset))
+            })
+            .collect();
+        Some(Mutex::new(faults))
+    });
+    let Some(armed) = armed else {
+        return;
+    };
+    let key = (tp.topic.to_string(), tp.partition, offset);
+    let fire = armed
+        .lock()
+        .map(|mut set| set.remove(&key))
+        .unwrap_or(false);
+    if fire {
+        panic!("test fault: panic at {tp}/{offset}");
+    }
+}
+
+/// Does nothing in release builds.
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub fn before_record(_tp: &TopicPartition, _offset: i64) {}

@@ -1,0 +1,200 @@
+//! Driving one `_bulk` request to its end: send, read the reply, let the
+//! retry policy decide, send again what must be, dead-letter what is given
+//! up, and answer each chunk as soon as all of its documents are settled.
+
+use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+use tracing::warn;
+
+use super::chunk::{Chunk, ChunkOutcome};
+use super::concurrency::Permit;
+use super::dead_letter::{DeadLetter, DeadLetters};
+use super::request::{DocRef, Request};
+use super::retry::{Fate, RejectReason, RetryPolicy};
+use super::service::BulkService;
+use crate::backoff::Backoff;
+use crate::config::RetryConfig;
+use crate::metrics::{Metrics, TopicLabel};
+
+/// What every request driver shares.
+pub struct DriverContext {
+    /// The `_bulk` call.
+    pub service: BulkService,
+    /// What to do with each outcome.
+    pub policy: RetryPolicy,
+    /// Where given-up documents go.
+    pub dead_letters: Arc<DeadLetters>,
+    /// Backoff between attempts.
+    pub retry: RetryConfig,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+/// Per-chunk bookkeeping of a request.
+#[derive(Debug, Default, Clone)]
+struct ChunkState {
+    unsettled: usize,
+    /// Counts its documents sent again (resolved once per chunk).
+    retried: Option<Counter>,
+    outcome: ChunkOutcome,
+    rejected: Vec<(u32, RejectReason)>,
+}
+
+/// Sends `request` until every document is stored or rejected for good (or
+/// its chunk abandoned). The first attempt uses `permit`.
+pub async fn drive(mut request: Request, permit: Permit, ctx: Arc<DriverContext>) {
+    let mut states: Vec<ChunkState> = Vec::new();
+    for index in request.chunk_indices().collect::<Vec<_>>() {
+        let len = request.chunk(index).map_or(0, Chunk::len);
+        if states.len() <= index as usize {
+            states.resize(index as usize + 1, ChunkState::default());
+        }
+        states[index as usize].unsettled = len;
+    }
+    // Documents still to send, in request order, with their count of
+    // permanent refusals.
+    let mut pending: Vec<(DocRef, u32)> = request
+        .all_documents()
+        .into_iter()
+        .map(|d| (d, 0))
+        .collect();
+    let mut per_request = pending.len().max(1);
+    let mut backoff = Backoff::new(ctx.retry.initial_backoff, ctx.retry.max_backoff);
+    let mut permit = Some(permit);
+    loop {
+        abandon(&mut request, &mut pending);
+        settle(&mut request, &mut states, &ctx).await;
+        if pending.is_empty() {
+            return;
+        }
+        let take = per_request.min(pending.len());
+        let sending: Vec<DocRef> = pending[..take].iter().map(|(d, _)| *d).collect();
+        let mut attempts: Vec<u32> = pending[..take].iter().map(|(_, a)| *a).collect();
+        let permit = match permit.take() {
+            Some(permit) => permit,
+            None => ctx.service.limiter().acquire().await,
+        };
+        let body = request.body(&sending);
+        let attempt = ctx
+            .service
+            .send(permit, body, sending.len(), |position, id| {
+                sending
+                    .get(position)
+                    .is_some_and(|d| request.has_id(*d, id))
+            })
+            .await;
+        let decision = ctx.policy.decide(attempt, &mut attempts);
+        let mut again = Vec::with_capacity(take);
+        for ((doc, fate), tries) in sending.iter().zip(decision.fates).zip(attempts) {
+            let state = &mut states[doc.chunk as usize];
+            match fate {
+                Fate::Stored => {
+                    state.outcome.stored += 1;
+                    state.unsettled -= 1;
+                }
+                Fate::Rejected(reason) => {
+                    state.rejected.push((doc.doc, reason));
+                    state.unsettled -= 1;
+                }
+                Fate::Again => {
+                    if decision.shrink_to.is_none() {
+                        retried_counter(state, &request, doc.chunk, &ctx.metrics).inc();
+                    }
+                    again.push((*doc, tries));
+                }
+            }
+        }
+        again.extend_from_slice(&pending[take..]);
+        pending = again;
+        if let Some(n) = decision.shrink_to {
+            per_request = n;
+        }
+        if let Some(reason) = &decision.reason {
+            if decision.backoff {
+                let delay = backoff.next_delay();
+                warn!(
+                    pending = pending.len(),
+                    attempt = backoff.attempts(),
+                    retry_in = ?delay,
+                    reason = %reason,
+                    "bulk request not fully delivered; retrying"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        } else {
+            backoff.reset();
+        }
+    }
+}
+
+/// The retry counter of a chunk's topic.
+fn retried_counter<'s>(
+    state: &'s mut ChunkState,
+    request: &Request,
+    chunk: u32,
+    metrics: &Metrics,
+) -> &'s Counter {
+    state.retried.get_or_insert_with(|| {
+        let topic = request
+            .chunk(chunk)
+            .map(|c| c.partition().topic.to_string())
+            .unwrap_or_default();
+        metrics
+            .documents_retried
+            .get_or_create(&TopicLabel { topic })
+            .clone()
+    })
+}
+
+/// Drops the documents of chunks whose partition stopped waiting: sending
+/// them again would help nobody and could write them after a hand-over.
+fn abandon(request: &mut Request, pending: &mut Vec<(DocRef, u32)>) {
+    let abandoned: Vec<u32> = request
+        .chunk_indices()
+        .filter(|&c| request.chunk(c).is_some_and(Chunk::is_abandoned))
+        .collect();
+    if abandoned.is_empty() {
+        return;
+    }
+    pending.retain(|(d, _)| !abandoned.contains(&d.chunk));
+    for c in abandoned {
+        // Dropping the chunk gives its memory back.
+        drop(request.take(c));
+    }
+}
+
+/// Answers every chunk whose documents are all settled, dead-lettering its
+/// rejected ones first.
+async fn settle(request: &mut Request, states: &mut [ChunkState], ctx: &DriverContext) {
+    let done: Vec<u32> = request
+        .chunk_indices()
+        .filter(|&c| states[c as usize].unsettled == 0)
+        .collect();
+    for c in done {
+        let Some(chunk) = request.take(c) else {
+            continue;
+        };
+        let state = &mut states[c as usize];
+        if !state.rejected.is_empty() {
+            let reasons: Vec<String> = state.rejected.iter().map(|(_, r)| r.to_string()).collect();
+            let letters: Vec<DeadLetter<'_>> = state
+                .rejected
+                .iter()
+                .zip(&reasons)
+                .map(|((doc, _), reason)| DeadLetter {
+                    partition: chunk.partition(),
+                    record: chunk.raw(*doc as usize),
+                    reason,
+                })
+                .collect();
+            ctx.metrics
+                .documents_failed
+                .get_or_create(&TopicLabel::of(&chunk.partition().topic))
+                .inc_by(letters.len() as u64);
+            ctx.dead_letters.send(&letters).await;
+            state.outcome.dead_lettered = letters.len();
+        }
+        chunk.answer(state.outcome);
+    }
+}
