@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use logingest::config::Config;
 use logingest::registry::{
-    parse_collector_value, parse_topic_value, validate_index, validate_topic, DesiredTopics,
-    RegistryError, RegistryState,
+    parse_collector_value, parse_topic_value, DesiredTopics, RegistryError, RegistryState,
 };
+use logingest::topic::{validate_index, validate_topic, NameError};
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
@@ -466,7 +466,7 @@ proptest! {
         let mut s = state();
         let result = s.put(format!("{PREFIX}{topic}").as_bytes(), value.as_bytes());
         if topic.starts_with(['-', '_']) {
-            prop_assert!(matches!(result, Err(RegistryError::InvalidIndex(..))), "{result:?}");
+            prop_assert!(matches!(result, Err(RegistryError::Name(NameError::Index(..)))), "{result:?}");
             prop_assert!(s.desired().is_empty());
         } else {
             prop_assert_eq!(result, Ok(true));

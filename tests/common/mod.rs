@@ -628,6 +628,8 @@ pub struct Options {
     pub json_logs: bool,
     /// Extra TOML lines inside `[kafka.options]` (librdkafka properties).
     pub kafka_options: String,
+    /// Extra environment variables of the process (e.g. test faults).
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Default for Options {
@@ -642,6 +644,7 @@ impl Default for Options {
             idle_linger: None,
             json_logs: false,
             kafka_options: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -710,13 +713,13 @@ timeout = "15s"
             kafka_options = options.kafka_options,
         );
         std::fs::write(&config, text).expect("write config");
-        Self::launch(stack, &config, port, &name, options.json_logs)
+        Self::launch(stack, &config, port, &name, options)
     }
 
     /// Starts the binary with an existing config file whose HTTP port is
     /// `port`.
     pub fn start_with_config(stack: &Stack, config: &Path, port: u16, name: &str) -> Self {
-        Self::launch(stack, config, port, name, false)
+        Self::launch(stack, config, port, name, &Options::default())
     }
 
     /// [`Logingest::start_with_config`] with `env` (e.g. `RUST_LOG`,
@@ -741,12 +744,15 @@ timeout = "15s"
         }
     }
 
-    fn launch(stack: &Stack, config: &Path, port: u16, name: &str, json_logs: bool) -> Self {
+    fn launch(stack: &Stack, config: &Path, port: u16, name: &str, options: &Options) -> Self {
         let log = stack.dir.path().join(format!("{name}.log"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_logingest"));
         cmd.args(["run", "--config"]).arg(config);
         cmd.env("RUST_LOG", "info,logingest=debug");
-        if json_logs {
+        for (k, v) in &options.env {
+            cmd.env(k, v);
+        }
+        if options.json_logs {
             // The flag behind `LOGINGEST_LOG_FORMAT=json`.
             cmd.args(["--log-format", "json"]);
         }

@@ -41,6 +41,22 @@ pub enum Fault {
     /// rejected with status 429 (`es_rejected_execution_exception`); other
     /// requests are forwarded.
     BulkItems429,
+    /// `_bulk` requests are not forwarded but answered 200 with this body
+    /// (`{}`, an HTML page...): a reply that is not a bulk reply.
+    BulkReply200(String),
+    /// `_bulk` requests are forwarded (so the documents ARE stored), but the
+    /// reply is cut to half its length: it must not count as an
+    /// acknowledgement.
+    TruncateBulkReply,
+    /// `_bulk` requests are forwarded, and the last item of the reply is
+    /// removed: one item short.
+    DropLastBulkItem,
+    /// `_bulk` requests whose body is larger than this many bytes are
+    /// answered 413 without forwarding; smaller ones are forwarded.
+    RequestLimit(usize),
+    /// At most this many `_bulk` requests are forwarded at once; one more
+    /// arriving meanwhile is answered 429 (a cluster at its capacity).
+    Capacity(u64),
     /// Accept TCP connections and close them at once without answering.
     Reset,
     /// Stop listening (connections refused) until another fault is set; then
@@ -69,6 +85,8 @@ struct Shared {
     client: reqwest::Client,
     requests: AtomicU64,
     bulk_forwarded: AtomicU64,
+    bulk_in_flight: AtomicU64,
+    refused_429: AtomicU64,
 }
 
 impl Shared {
@@ -133,6 +151,8 @@ impl FaultProxy {
                 .expect("reqwest client"),
             requests: AtomicU64::new(0),
             bulk_forwarded: AtomicU64::new(0),
+            bulk_in_flight: AtomicU64::new(0),
+            refused_429: AtomicU64::new(0),
         });
         let task = tokio::spawn(accept_loop(shared.clone()));
         FaultProxy { shared, task }
@@ -178,6 +198,11 @@ impl FaultProxy {
     /// with a 2xx status.
     pub fn bulk_forwarded(&self) -> u64 {
         self.shared.bulk_forwarded.load(Ordering::SeqCst)
+    }
+
+    /// Number of `_bulk` requests answered 429 by [`Fault::Capacity`].
+    pub fn refused_429(&self) -> u64 {
+        self.shared.refused_429.load(Ordering::SeqCst)
     }
 }
 
@@ -265,6 +290,61 @@ async fn handle(
     match fault {
         Fault::Status(code) => Ok(status_response(code)),
         Fault::BulkItems429 if is_bulk => Ok(bulk_items_429(&path, &body)),
+        Fault::BulkReply200(reply) if is_bulk => {
+            let mut response = Response::new(Full::new(Bytes::from(reply)));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+            Ok(response)
+        }
+        Fault::TruncateBulkReply if is_bulk => {
+            let response = forward(&shared, parts, body, is_bulk).await;
+            let (head, full) = response.into_parts();
+            let full = full
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            Ok(Response::from_parts(
+                head,
+                Full::new(full.slice(..full.len() / 2)),
+            ))
+        }
+        Fault::DropLastBulkItem if is_bulk => {
+            let response = forward(&shared, parts, body, is_bulk).await;
+            let (head, full) = response.into_parts();
+            let full = full
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let mut reply: Value = serde_json::from_slice(&full).unwrap_or_default();
+            if let Some(items) = reply["items"].as_array_mut() {
+                items.pop();
+            }
+            Ok(Response::from_parts(
+                head,
+                Full::new(Bytes::from(reply.to_string())),
+            ))
+        }
+        Fault::RequestLimit(limit) if is_bulk && body.len() > limit => Ok(error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "request body of {} bytes is over the limit of {limit}",
+                body.len()
+            ),
+        )),
+        Fault::Capacity(limit) if is_bulk => {
+            let before = shared.bulk_in_flight.fetch_add(1, Ordering::SeqCst);
+            let response = if before >= limit {
+                shared.refused_429.fetch_add(1, Ordering::SeqCst);
+                error_response(StatusCode::TOO_MANY_REQUESTS, "injected capacity limit")
+            } else {
+                forward(&shared, parts, body, is_bulk).await
+            };
+            shared.bulk_in_flight.fetch_sub(1, Ordering::SeqCst);
+            Ok(response)
+        }
         Fault::Delay(delay) => {
             tokio::time::sleep(delay).await;
             Ok(forward(&shared, parts, body, is_bulk).await)
