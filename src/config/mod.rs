@@ -20,6 +20,7 @@ use secrets::{
     check_cert_pair, check_secret, check_secret_value, read_secret_file, redacted_options,
 };
 pub use secrets::{is_secret_option, Secret};
+pub use validate::OWNED_OPTIONS;
 
 /// Environment variable overriding `etcd.endpoints` (comma-separated).
 pub const ENV_ETCD_ENDPOINTS: &str = "LOGINGEST_ETCD_ENDPOINTS";
@@ -221,7 +222,10 @@ pub enum StartFrom {
 #[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
-    /// Bootstrap brokers, `host:port`.
+    /// Bootstrap brokers, `host:port`: a list, or one comma-separated
+    /// string as librdkafka, Vector and Logstash write it
+    /// (`"a:9092,b:9092"`). Printed as a list.
+    #[serde(deserialize_with = "list_or_comma_separated")]
     pub brokers: Vec<String>,
     /// The consumer group shared by every instance of the fleet.
     pub group_id: String,
@@ -231,10 +235,18 @@ pub struct KafkaConfig {
     /// revoked partitions and at shutdown are committed at once).
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
+    /// `drain_timeout` as written in the file; `None` when it is not, and
+    /// [`KafkaConfig::drain_timeout`] is derived from the session timeout.
+    #[serde(rename = "drain_timeout", with = "humantime_serde", skip_serializing)]
+    pub drain_timeout_setting: Option<Duration>,
     /// How long a partition task may take to flush and commit when its
     /// partition is revoked or its topic removed; must stay below the group's
-    /// session timeout.
-    #[serde(with = "humantime_serde")]
+    /// session timeout. The effective value: the file's `drain_timeout`, or
+    /// else [`DEFAULT_DRAIN_TIMEOUT`], lowered to half of
+    /// `kafka.options."session.timeout.ms"` when that is below twice the
+    /// default ([`KafkaConfig::resolve_drain_timeout`], run by
+    /// [`Config::parse`]). Printed as `drain_timeout`.
+    #[serde(rename = "drain_timeout", with = "humantime_serde", skip_deserializing)]
     pub drain_timeout: Duration,
     /// Static group membership: use `instance.id` as `group.instance.id`,
     /// so a restarted instance gets its partitions back without a rebalance
@@ -259,7 +271,8 @@ impl Default for KafkaConfig {
             group_id: "logingest".into(),
             start_from: StartFrom::Earliest,
             commit_interval: Duration::from_secs(1),
-            drain_timeout: Duration::from_secs(10),
+            drain_timeout_setting: None,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             static_membership: false,
             tls: None,
             sasl: None,
@@ -284,6 +297,78 @@ impl std::fmt::Debug for KafkaConfig {
             .field("options", &redacted_options(&self.options))
             .finish()
     }
+}
+
+/// `kafka.drain_timeout` when the file does not set it and the session
+/// timeout is at least twice as long.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl KafkaConfig {
+    /// `kafka.options."session.timeout.ms"`, when set: `Ok(None)` when it
+    /// is not, an error naming the key when it is not a positive number.
+    pub fn session_timeout(&self) -> Result<Option<Duration>, ConfigError> {
+        let Some(text) = self.options.get("session.timeout.ms") else {
+            return Ok(None);
+        };
+        match text.trim().parse::<u64>() {
+            Ok(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
+            _ => Err(ConfigError::Invalid(format!(
+                "kafka.options.\"session.timeout.ms\" = {text:?} is not a positive number of milliseconds"
+            ))),
+        }
+    }
+
+    /// The drain timeout in force: the written `drain_timeout`, or else
+    /// the smaller of [`DEFAULT_DRAIN_TIMEOUT`] and half the session
+    /// timeout (so that a config lowering `session.timeout.ms`, as tests
+    /// against slow brokers do, needs no `drain_timeout` of its own). An
+    /// unusable session timeout leaves the default; validation reports it.
+    pub fn effective_drain_timeout(&self) -> Duration {
+        if let Some(written) = self.drain_timeout_setting {
+            return written;
+        }
+        match self.session_timeout() {
+            Ok(Some(session)) => DEFAULT_DRAIN_TIMEOUT.min(session / 2),
+            _ => DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+
+    /// Sets [`KafkaConfig::drain_timeout`] to
+    /// [`KafkaConfig::effective_drain_timeout`]; call it after changing
+    /// `drain_timeout_setting` or `options` by hand.
+    pub fn resolve_drain_timeout(&mut self) {
+        self.drain_timeout = self.effective_drain_timeout();
+    }
+}
+
+/// Deserializes a list of strings, or one string of comma-separated items
+/// (blanks around the commas and empty items dropped).
+fn list_or_comma_separated<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(
+        untagged,
+        expecting = "a list of \"host:port\" strings or one comma-separated string"
+    )]
+    enum ListOrString {
+        List(Vec<String>),
+        String(String),
+    }
+    Ok(match ListOrString::deserialize(deserializer)? {
+        ListOrString::List(list) => list,
+        ListOrString::String(text) => split_list(&text),
+    })
+}
+
+/// The items of a comma-separated list, trimmed, empty ones dropped.
+fn split_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// `[kafka.tls]`: TLS to the brokers. Every file is PEM; an absent
@@ -588,12 +673,15 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses TOML text without validating it.
+    /// Parses TOML text without validating it; derived values (the
+    /// effective `kafka.drain_timeout`) are resolved.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: "<text>".into(),
             message: e.to_string(),
-        })
+        })?;
+        config.kafka.resolve_drain_timeout();
+        Ok(config)
     }
 
     /// Applies `LOGINGEST_ETCD_ENDPOINTS`, `LOGINGEST_KAFKA_BROKERS`,
@@ -603,13 +691,7 @@ impl Config {
     /// `LOGINGEST_ETCD_PASSWORD`), read through `lookup`. A secret from the
     /// environment replaces the key and its `*_file`.
     pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) {
-        let list = |s: String| -> Vec<String> {
-            s.split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(String::from)
-                .collect()
-        };
+        let list = |s: String| split_list(&s);
         if let Some(v) = lookup(ENV_ETCD_ENDPOINTS) {
             self.etcd.endpoints = list(v);
         }

@@ -256,3 +256,146 @@ fn debug_redacts_librdkafka_secrets() {
     assert!(!debug.contains("hunter2"), "{debug}");
     assert!(debug.contains("alice"), "{debug}");
 }
+
+#[test]
+fn brokers_take_a_list_or_a_comma_separated_string() {
+    let c = Config::parse("[kafka]\nbrokers = \"a:9092, b:9092,,c:9093 \"\n").unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.kafka.brokers, vec!["a:9092", "b:9092", "c:9093"]);
+    let c = Config::parse("[kafka]\nbrokers = [\"a:9092\", \"b:9092\"]\n").unwrap();
+    assert_eq!(c.kafka.brokers, vec!["a:9092", "b:9092"]);
+    // Printed as a list, which parses back to the same brokers.
+    let c = Config::parse("[kafka]\nbrokers = \"a:9092,b:9092\"\n").unwrap();
+    let printed = c.to_redacted_toml();
+    assert!(
+        printed.contains("brokers = [\n    \"a:9092\",\n    \"b:9092\",\n]"),
+        "{printed}"
+    );
+    assert_eq!(
+        Config::parse(&printed).unwrap().kafka.brokers,
+        c.kafka.brokers
+    );
+    let c = Config::parse("[kafka]\nbrokers = \" , \"\n").unwrap();
+    let err = c.validate().unwrap_err().to_string();
+    assert!(err.contains("kafka.brokers"), "{err}");
+    let err = Config::parse("[kafka]\nbrokers = 9092\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("comma-separated string"), "{err}");
+}
+
+fn with_session(session_ms: &str, drain: Option<&str>) -> Result<Config, ConfigError> {
+    let drain = drain
+        .map(|d| format!("drain_timeout = \"{d}\"\n"))
+        .unwrap_or_default();
+    let c = Config::parse(&format!(
+        "[kafka]\n{drain}[kafka.options]\n\"session.timeout.ms\" = \"{session_ms}\"\n"
+    ))?;
+    c.validate()?;
+    Ok(c)
+}
+
+#[test]
+fn drain_timeout_defaults_to_fit_a_lowered_session_timeout() {
+    let c = with_session("6000", None).unwrap();
+    assert_eq!(c.kafka.drain_timeout, Duration::from_secs(3));
+    assert!(c.kafka.drain_timeout_setting.is_none());
+    let c = with_session("19000", None).unwrap();
+    assert_eq!(c.kafka.drain_timeout, Duration::from_millis(9500));
+    for long in ["20000", "45000"] {
+        let c = with_session(long, None).unwrap();
+        assert_eq!(c.kafka.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+    }
+    let c = Config::parse("").unwrap();
+    assert_eq!(c.kafka.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+    assert_eq!(Config::default().kafka.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+    // An explicit value that fits is kept as written.
+    let c = with_session("6000", Some("4s")).unwrap();
+    assert_eq!(c.kafka.drain_timeout, Duration::from_secs(4));
+    assert_eq!(c.kafka.drain_timeout_setting, Some(Duration::from_secs(4)));
+    // The printed config shows the value in force, and means the same.
+    let c = with_session("6000", None).unwrap();
+    let printed = c.to_redacted_toml();
+    assert!(printed.contains("drain_timeout = \"3s\""), "{printed}");
+    let back = Config::parse(&printed).unwrap();
+    back.validate().unwrap();
+    assert_eq!(back.kafka.drain_timeout, Duration::from_secs(3));
+}
+
+#[test]
+fn explicit_drain_timeout_too_long_for_the_session_is_refused() {
+    for drain in ["6s", "10s", "1m"] {
+        let err = with_session("6000", Some(drain)).unwrap_err().to_string();
+        assert!(
+            err.contains("kafka.drain_timeout") && err.contains("6000 ms"),
+            "{err}"
+        );
+        assert!(!err.contains("derived"), "{err}");
+    }
+    for bad in ["abc", "0", "-5", ""] {
+        let err = with_session(bad, None).unwrap_err().to_string();
+        assert!(
+            err.contains("session.timeout.ms") && err.contains("positive number"),
+            "{bad:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn options_logingest_owns_are_refused_with_the_key_to_use() {
+    for (key, reason) in OWNED_OPTIONS {
+        let c = Config::parse(&format!("[kafka.options]\n\"{key}\" = \"x\"\n")).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains(key) && err.contains(reason), "{key}: {err}");
+    }
+    for (key, instead) in [
+        ("auto.offset.reset", "kafka.start_from"),
+        ("enable.auto.commit", "kafka.commit_interval"),
+        ("auto.commit.interval.ms", "kafka.commit_interval"),
+        ("group.id", "kafka.group_id"),
+        ("bootstrap.servers", "kafka.brokers"),
+        ("group.instance.id", "kafka.static_membership"),
+    ] {
+        let c = Config::parse(&format!("[kafka.options]\n\"{key}\" = \"x\"\n")).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains(instead), "{key}: {err}");
+    }
+    // What logingest only defaults stays tunable.
+    let c = Config::parse(
+        "[kafka.options]\n\"client.id\" = \"quota-group\"\n\"partition.assignment.strategy\" = \"range\"\n\"fetch.wait.max.ms\" = \"500\"\n",
+    )
+    .unwrap();
+    c.validate().unwrap();
+}
+
+#[test]
+fn every_property_the_consumer_forces_is_owned() {
+    // client_config sets these after the user's options: each must be
+    // refused in kafka.options, or the user's value would be dropped
+    // silently.
+    let mut c =
+        Config::parse("[instance]\nid = \"i\"\n[kafka]\nstatic_membership = true\n").unwrap();
+    c.validate().unwrap();
+    let marker = "user-value-marker";
+    let forced = [
+        "bootstrap.servers",
+        "group.id",
+        "group.instance.id",
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "auto.commit.interval.ms",
+        "auto.offset.reset",
+    ];
+    for key in forced {
+        c.kafka.options.insert(key.to_string(), marker.to_string());
+    }
+    let client = crate::kafka::consumer::client_config(&c.kafka, "i");
+    for key in forced {
+        assert_ne!(client.get(key), Some(marker), "{key} is forced");
+        assert!(
+            OWNED_OPTIONS.iter().any(|(k, _)| *k == key),
+            "{key} is forced by client_config but not refused"
+        );
+    }
+    assert_eq!(client.get("enable.partition.eof"), Some("false"));
+}
