@@ -10,6 +10,7 @@
 //! * [`document`]: shaping a Kafka record into an Elasticsearch document;
 //! * [`sink`]: `_bulk` requests, retries and item classification;
 //! * [`fleet`]: the fleet-wide view of `logingest status`;
+//! * [`readback`]: `logingest search` and `logingest tail` (reading back);
 //! * [`http`] and [`metrics`]: health, readiness and Prometheus metrics;
 //! * [`app`]: wiring everything together for `logingest run`;
 //! * [`check`]: reaching each endpoint for `logingest check-config --connect`.
@@ -23,6 +24,7 @@ pub mod fleet;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod readback;
 pub mod reconciler;
 pub mod registry;
 pub mod sink;
