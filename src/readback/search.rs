@@ -22,10 +22,13 @@ pub struct SearchArgs {
     /// A registered topic (its index, dated templates and data streams
     /// included, only that topic's documents), or else an index name or
     /// pattern (`logs-*`, `a,b`).
+    #[arg(value_name = "TOPIC_OR_INDEX")]
     pub target: String,
     /// Query-string syntax (`GET AND status:500`, `kafka.partition:1`,
     /// `message:"timed out"`); words are ANDed; several arguments are
-    /// joined by spaces. Without it, every document.
+    /// joined by spaces (after `--` when the query starts with `-`).
+    /// Without it, every document.
+    #[arg(value_name = "QUERY")]
     pub query: Vec<String>,
     /// Only documents at or after this: a duration back from now (`15m`,
     /// `2h`, `7d`) or an RFC 3339 time.

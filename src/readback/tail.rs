@@ -70,6 +70,7 @@ matches (without -f), 4 Elasticsearch refused the query, 5 Elasticsearch
 unreachable.")]
 pub struct TailArgs {
     /// A registered topic, or an index name or pattern.
+    #[arg(value_name = "TOPIC_OR_INDEX")]
     pub target: String,
     /// How many of the last documents to print first.
     #[arg(long = "lines", short = 'n', default_value_t = 10)]
@@ -80,7 +81,7 @@ pub struct TailArgs {
     /// Only documents matching this query-string query.
     #[arg(long, short)]
     pub query: Option<String>,
-    /// Time between polls of `-f`.
+    /// Time between polls of `-f` (at least 100ms).
     #[arg(long, default_value = "1s")]
     pub interval: humantime::Duration,
     /// How much older than the newest shown a late document may be and
@@ -274,11 +275,8 @@ pub async fn run(config: &Config, args: &TailArgs) -> Result<(), ReadbackError> 
     if !keep_following {
         return Ok(());
     }
-    let interval = *args.interval;
-    let mut backoff = Backoff::new(
-        interval.max(Duration::from_millis(100)),
-        Duration::from_secs(30),
-    );
+    let interval = (*args.interval).max(Duration::from_millis(100));
+    let mut backoff = Backoff::new(interval, Duration::from_secs(30));
     let mut next = Instant::now() + interval;
     loop {
         tokio::select! {
