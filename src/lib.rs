@@ -13,6 +13,7 @@
 //! * [`sink`]: `_bulk` requests across partitions, retries, dead letters;
 //! * [`memory`]: the process-wide budget of buffered bytes;
 //! * [`fleet`]: the fleet-wide view of `logingest status`;
+//! * [`readback`]: `logingest search` and `logingest tail` (reading back);
 //! * [`http`], [`health`] and [`metrics`]: health, readiness and Prometheus
 //!   metrics;
 //! * [`app`]: wiring everything together for `logingest run`;
@@ -30,6 +31,7 @@ pub mod http;
 pub mod kafka;
 pub mod memory;
 pub mod metrics;
+pub mod readback;
 pub mod reconciler;
 pub mod registry;
 pub mod sink;

@@ -1,5 +1,7 @@
-//! The `logingest` command line: `run`, `topics`, `status`, `check-config`.
+//! The `logingest` command line: `run`, `topics`, `status`, `check-config`,
+//! `search`, `tail`.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -56,6 +58,12 @@ enum Command {
         #[arg(long, short, value_enum, default_value_t = StatusOutput::Text)]
         output: StatusOutput,
     },
+    /// Search the documents of a topic (or index) in Elasticsearch, newest
+    /// first.
+    Search(logingest::readback::search::SearchArgs),
+    /// Print the last documents of a topic (or index), oldest first; with
+    /// -f, follow new ones as they are indexed.
+    Tail(logingest::readback::tail::TailArgs),
     /// Validate a configuration file and print it with secrets redacted.
     CheckConfig {
         /// The TOML configuration file.
@@ -99,8 +107,11 @@ enum TopicsAction {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal: not in files, journald or
+    // a pipe.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -175,6 +186,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run { config } => logingest::app::run(Config::load(&config)?).await,
         Command::Topics { config, action } => topics(load(config.as_ref())?, action).await,
         Command::Status { config, output } => status(load(config.as_ref())?, output).await,
+        Command::Search(args) => {
+            let config = load(args.common.config.as_ref())?;
+            Ok(logingest::readback::search::run(&config, &args).await?)
+        }
+        Command::Tail(args) => {
+            let config = load(args.common.config.as_ref())?;
+            Ok(logingest::readback::tail::run(&config, &args).await?)
+        }
         Command::CheckConfig { config, connect } => {
             let config = Config::load(&config)?;
             print!("{}", config.to_redacted_toml());
@@ -203,7 +222,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // search and tail tell their failures apart (see readback).
+            e.downcast_ref::<logingest::readback::ReadbackError>()
+                .map_or(ExitCode::FAILURE, |e| ExitCode::from(e.exit_code()))
         }
     }
 }

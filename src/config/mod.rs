@@ -12,12 +12,15 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod secrets;
+#[cfg(test)]
+mod tests;
 mod validate;
 
 use secrets::{
     check_cert_pair, check_secret, check_secret_value, read_secret_file, redacted_options,
 };
 pub use secrets::{is_secret_option, Secret};
+pub use validate::OWNED_OPTIONS;
 
 /// librdkafka properties set from `[kafka.tls]`/`[kafka.sasl]`; setting
 /// them in `kafka.options` as well is refused as ambiguous.
@@ -234,7 +237,10 @@ pub enum StartFrom {
 #[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
-    /// Bootstrap brokers, `host:port`.
+    /// Bootstrap brokers, `host:port`: a list, or one comma-separated
+    /// string as librdkafka, Vector and Logstash write it
+    /// (`"a:9092,b:9092"`). Printed as a list.
+    #[serde(deserialize_with = "list_or_comma_separated")]
     pub brokers: Vec<String>,
     /// The consumer group shared by every instance of the fleet.
     pub group_id: String,
@@ -244,10 +250,18 @@ pub struct KafkaConfig {
     /// revoked partitions and at shutdown are committed at once).
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
+    /// `drain_timeout` as written in the file; `None` when it is not, and
+    /// [`KafkaConfig::drain_timeout`] is derived from the session timeout.
+    #[serde(rename = "drain_timeout", with = "humantime_serde", skip_serializing)]
+    pub drain_timeout_setting: Option<Duration>,
     /// How long a partition task may take to flush and commit when its
     /// partition is revoked or its topic removed; must stay below the group's
-    /// session timeout.
-    #[serde(with = "humantime_serde")]
+    /// session timeout. The effective value: the file's `drain_timeout`, or
+    /// else [`DEFAULT_DRAIN_TIMEOUT`], lowered to half of
+    /// `kafka.options."session.timeout.ms"` when that is below twice the
+    /// default ([`KafkaConfig::resolve_drain_timeout`], run by
+    /// [`Config::parse`]). Printed as `drain_timeout`.
+    #[serde(rename = "drain_timeout", with = "humantime_serde", skip_deserializing)]
     pub drain_timeout: Duration,
     /// Static group membership: use `instance.id` as `group.instance.id`,
     /// so a restarted instance gets its partitions back without a rebalance
@@ -272,7 +286,8 @@ impl Default for KafkaConfig {
             group_id: "logingest".into(),
             start_from: StartFrom::Earliest,
             commit_interval: Duration::from_secs(1),
-            drain_timeout: Duration::from_secs(10),
+            drain_timeout_setting: None,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             static_membership: false,
             tls: None,
             sasl: None,
@@ -297,6 +312,78 @@ impl std::fmt::Debug for KafkaConfig {
             .field("options", &redacted_options(&self.options))
             .finish()
     }
+}
+
+/// `kafka.drain_timeout` when the file does not set it and the session
+/// timeout is at least twice as long.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl KafkaConfig {
+    /// `kafka.options."session.timeout.ms"`, when set: `Ok(None)` when it
+    /// is not, an error naming the key when it is not a positive number.
+    pub fn session_timeout(&self) -> Result<Option<Duration>, ConfigError> {
+        let Some(text) = self.options.get("session.timeout.ms") else {
+            return Ok(None);
+        };
+        match text.trim().parse::<u64>() {
+            Ok(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
+            _ => Err(ConfigError::Invalid(format!(
+                "kafka.options.\"session.timeout.ms\" = {text:?} is not a positive number of milliseconds"
+            ))),
+        }
+    }
+
+    /// The drain timeout in force: the written `drain_timeout`, or else
+    /// the smaller of [`DEFAULT_DRAIN_TIMEOUT`] and half the session
+    /// timeout (so that a config lowering `session.timeout.ms`, as tests
+    /// against slow brokers do, needs no `drain_timeout` of its own). An
+    /// unusable session timeout leaves the default; validation reports it.
+    pub fn effective_drain_timeout(&self) -> Duration {
+        if let Some(written) = self.drain_timeout_setting {
+            return written;
+        }
+        match self.session_timeout() {
+            Ok(Some(session)) => DEFAULT_DRAIN_TIMEOUT.min(session / 2),
+            _ => DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+
+    /// Sets [`KafkaConfig::drain_timeout`] to
+    /// [`KafkaConfig::effective_drain_timeout`]; call it after changing
+    /// `drain_timeout_setting` or `options` by hand.
+    pub fn resolve_drain_timeout(&mut self) {
+        self.drain_timeout = self.effective_drain_timeout();
+    }
+}
+
+/// Deserializes a list of strings, or one string of comma-separated items
+/// (blanks around the commas and empty items dropped).
+fn list_or_comma_separated<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(
+        untagged,
+        expecting = "a list of \"host:port\" strings or one comma-separated string"
+    )]
+    enum ListOrString {
+        List(Vec<String>),
+        String(String),
+    }
+    Ok(match ListOrString::deserialize(deserializer)? {
+        ListOrString::List(list) => list,
+        ListOrString::String(text) => split_list(&text),
+    })
+}
+
+/// The items of a comma-separated list, trimmed, empty ones dropped.
+fn split_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// `[kafka.tls]`: TLS to the brokers. Every file is PEM; an absent
@@ -658,12 +745,15 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses TOML text without validating it.
+    /// Parses TOML text without validating it; derived values (the
+    /// effective `kafka.drain_timeout`) are resolved.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: "<text>".into(),
             message: e.to_string(),
-        })
+        })?;
+        config.kafka.resolve_drain_timeout();
+        Ok(config)
     }
 
     /// Applies `LOGINGEST_ETCD_ENDPOINTS`, `LOGINGEST_KAFKA_BROKERS`,
@@ -673,13 +763,7 @@ impl Config {
     /// `LOGINGEST_ETCD_PASSWORD`), read through `lookup`. A secret from the
     /// environment replaces the key and its `*_file`.
     pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) {
-        let list = |s: String| -> Vec<String> {
-            s.split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(String::from)
-                .collect()
-        };
+        let list = |s: String| split_list(&s);
         if let Some(v) = lookup(ENV_ETCD_ENDPOINTS) {
             self.etcd.endpoints = list(v);
         }
@@ -730,265 +814,5 @@ impl Config {
         printable.kafka.options = redacted_options(&printable.kafka.options);
         toml::to_string_pretty(&printable)
             .unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn empty_file_gives_defaults() {
-        let c = Config::parse("").unwrap();
-        c.validate().unwrap();
-        assert_eq!(c.etcd.prefix, "/logingest/topics/");
-        assert_eq!(c.etcd.collector_keys, vec!["collectlogkey1"]);
-        assert_eq!(c.kafka.group_id, "logingest");
-        assert_eq!(c.kafka.start_from, StartFrom::Earliest);
-        assert_eq!(c.http.listen.to_string(), "127.0.0.1:9464");
-    }
-
-    #[test]
-    fn unknown_key_is_named() {
-        let err = Config::parse("[kafka]\ngroup = \"x\"\n").unwrap_err();
-        assert!(err.to_string().contains("unknown field `group`"), "{err}");
-    }
-
-    #[test]
-    fn durations_are_humane() {
-        let c = Config::parse("[batch]\nlinger = \"50ms\"\n").unwrap();
-        assert_eq!(c.batch.linger, Duration::from_millis(50));
-    }
-
-    #[test]
-    fn env_overrides_endpoints() {
-        let mut c = Config::default();
-        c.apply_env(|k| match k {
-            ENV_ETCD_ENDPOINTS => Some("http://a:1, http://b:2".into()),
-            ENV_KAFKA_BROKERS => Some("k:9".into()),
-            ENV_ES_URL => Some("http://es:9200".into()),
-            _ => None,
-        });
-        assert_eq!(c.etcd.endpoints, vec!["http://a:1", "http://b:2"]);
-        assert_eq!(c.kafka.brokers, vec!["k:9"]);
-        assert_eq!(c.elasticsearch.url, "http://es:9200");
-    }
-
-    #[test]
-    fn drain_timeout_must_fit_in_session() {
-        let c = Config::parse(
-            "[kafka]\ndrain_timeout = \"10s\"\noptions = { \"session.timeout.ms\" = \"6000\" }\n",
-        )
-        .unwrap();
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("drain_timeout"));
-    }
-
-    #[test]
-    fn static_membership_needs_an_explicit_id() {
-        let c = Config::parse("[kafka]\nstatic_membership = true\n").unwrap();
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("instance.id"));
-        let c = Config::parse("[instance]\nid = \"pod-0\"\n[kafka]\nstatic_membership = true\n")
-            .unwrap();
-        c.validate().unwrap();
-        assert_eq!(c.instance.resolved_id(), "pod-0");
-        assert!(Config::default()
-            .instance
-            .resolved_id()
-            .ends_with(&format!("-{}", std::process::id())));
-    }
-
-    #[test]
-    fn managed_librdkafka_keys_are_refused() {
-        let c = Config::parse("[kafka.options]\n\"group.id\" = \"x\"\n").unwrap();
-        assert!(c.validate().is_err());
-    }
-
-    #[test]
-    fn librdkafka_secrets_are_redacted() {
-        let c = Config::parse(
-            "[kafka.options]\n\"sasl.password\" = \"s3cr3t-sasl\"\n\"ssl.key.password\" = \"s3cr3t-key\"\n\"sasl.username\" = \"alice\"\n",
-        )
-        .unwrap();
-        let printed = c.to_redacted_toml();
-        assert!(!printed.contains("s3cr3t"), "{printed}");
-        assert!(printed.contains("alice"));
-    }
-
-    #[test]
-    fn password_is_redacted() {
-        let c = Config::parse("[elasticsearch]\nusername = \"u\"\npassword = \"hunter2-secret\"\n")
-            .unwrap();
-        let printed = c.to_redacted_toml();
-        assert!(!printed.contains("hunter2-secret"));
-        assert!(!format!("{c:?}").contains("hunter2-secret"));
-        assert!(printed.contains("<redacted>"));
-    }
-    fn load_text(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let mut c = Config::parse(text)?;
-        c.apply_env(|k| {
-            env.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        });
-        c.resolve_secrets()?;
-        c.validate()?;
-        Ok(c)
-    }
-
-    #[test]
-    fn secret_files_are_read_trimmed_and_never_printed() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("pw");
-        std::fs::write(&file, "hunter2-from-file\n").unwrap();
-        let c = load_text(
-            &format!(
-                "[kafka.sasl]\nmechanism = \"SCRAM-SHA-256\"\nusername = \"u\"\npassword_file = {:?}\n",
-                file.display().to_string()
-            ),
-            &[],
-        )
-        .unwrap();
-        let sasl = c.kafka.sasl.as_ref().unwrap();
-        assert_eq!(
-            sasl.password.as_ref().unwrap().expose(),
-            "hunter2-from-file"
-        );
-        let printed = c.to_redacted_toml();
-        assert!(!printed.contains("hunter2"), "{printed}");
-        assert!(printed.contains("password_file"), "{printed}");
-        assert!(!format!("{c:?}").contains("hunter2"));
-        // The printed config is as valid as the original.
-        Config::parse(&printed).unwrap().validate().unwrap();
-    }
-
-    #[test]
-    fn unreadable_secret_file_names_the_key_and_the_path() {
-        let err = load_text(
-            "[elasticsearch]\nurl = \"https://es:9200\"\napi_key_file = \"/nonexistent/key\"\n",
-            &[],
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("elasticsearch.api_key_file"), "{err}");
-        assert!(err.contains("/nonexistent/key"), "{err}");
-    }
-
-    #[test]
-    fn a_secret_and_its_file_are_exclusive() {
-        let c =
-            Config::parse("[etcd]\nusername = \"u\"\npassword = \"p\"\npassword_file = \"/p\"\n")
-                .unwrap();
-        let err = c.validate().unwrap_err().to_string();
-        assert!(
-            err.contains("etcd.password and etcd.password_file"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn secrets_from_the_environment_replace_the_file_keys() {
-        let c = load_text(
-            "[elasticsearch]\nusername = \"elastic\"\npassword_file = \"/nonexistent\"\n[etcd]\nusername = \"u\"\n[kafka.sasl]\nmechanism = \"PLAIN\"\nusername = \"k\"\n",
-            &[
-                (ENV_ES_PASSWORD, "hunter2-es\n"),
-                (ENV_ETCD_PASSWORD, "hunter2-etcd"),
-                (ENV_KAFKA_SASL_PASSWORD, "hunter2-kafka"),
-            ],
-        )
-        .unwrap();
-        assert_eq!(
-            c.elasticsearch.password.as_ref().unwrap().expose(),
-            "hunter2-es"
-        );
-        assert!(c.elasticsearch.password_file.is_none());
-        assert_eq!(c.etcd.password.as_ref().unwrap().expose(), "hunter2-etcd");
-        let sasl = c.kafka.sasl.as_ref().unwrap();
-        assert_eq!(sasl.password.as_ref().unwrap().expose(), "hunter2-kafka");
-        assert!(!c.to_redacted_toml().contains("hunter2"));
-        assert!(!format!("{c:?}").contains("hunter2"));
-    }
-
-    #[test]
-    fn api_key_from_the_environment_needs_no_section() {
-        let c = load_text("", &[(ENV_ES_API_KEY, "aWQ6a2V5")]).unwrap();
-        assert_eq!(
-            c.elasticsearch.api_key.as_ref().unwrap().expose(),
-            "aWQ6a2V5"
-        );
-        let err = load_text("", &[(ENV_KAFKA_SASL_PASSWORD, "x")]).unwrap_err();
-        assert!(err.to_string().contains("kafka.sasl.username"), "{err}");
-    }
-
-    #[test]
-    fn at_most_one_elasticsearch_auth_method() {
-        let err = load_text(
-            "[elasticsearch]\napi_key = \"aWQ6a2V5\"\nbearer_token = \"t\"\n",
-            &[],
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("at most one"), "{err}");
-        let err = load_text("[elasticsearch]\npassword = \"p\"\n", &[])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("elasticsearch.username"), "{err}");
-        let err = load_text("[elasticsearch]\napi_key = \"has space\"\n", &[])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("elasticsearch.api_key"), "{err}");
-    }
-
-    #[test]
-    fn tls_files_need_https() {
-        let err = load_text(
-            "[elasticsearch]\nurl = \"http://es:9200\"\nca_file = \"/ca.pem\"\n",
-            &[],
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("elasticsearch.ca_file"), "{err}");
-        let err = load_text("[etcd]\nca_file = \"/ca.pem\"\n", &[])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("etcd.endpoints") && err.contains("https://"),
-            "{err}"
-        );
-        let err = load_text("[kafka.tls]\ncert_file = \"/c.pem\"\n", &[])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("kafka.tls.cert_file and kafka.tls.key_file"),
-            "{err}"
-        );
-        let err = load_text(
-            "[elasticsearch]\nurl = \"https://u:hunter2@es:9200\"\n",
-            &[],
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("must not hold credentials") && !err.contains("hunter2"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn debug_redacts_librdkafka_secrets() {
-        let c = Config::parse(
-            "[kafka.options]\n\"sasl.password\" = \"hunter2-raw\"\n\"sasl.username\" = \"alice\"\n",
-        )
-        .unwrap();
-        let debug = format!("{c:?}");
-        assert!(!debug.contains("hunter2"), "{debug}");
-        assert!(debug.contains("alice"), "{debug}");
     }
 }

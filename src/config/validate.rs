@@ -1,9 +1,43 @@
 //! [`Config::validate`]: the invariants serde cannot express, with messages
 //! naming the key; and the checks of secrets that only `run` needs.
 
-use std::time::Duration;
-
 use super::*;
+
+/// librdkafka properties that logingest sets itself from its own keys (or
+/// needs at a fixed value), with what to use instead: `[kafka.options]`
+/// naming one is refused rather than silently overridden. Properties it
+/// only defaults (`client.id`, `partition.assignment.strategy`, fetch
+/// tuning) stay the user's to change.
+pub const OWNED_OPTIONS: &[(&str, &str)] = &[
+    ("bootstrap.servers", "use kafka.brokers"),
+    ("metadata.broker.list", "use kafka.brokers"),
+    ("group.id", "use kafka.group_id"),
+    (
+        "group.instance.id",
+        "use kafka.static_membership = true with instance.id",
+    ),
+    (
+        "enable.auto.commit",
+        "logingest commits the offsets of acknowledged documents itself, every kafka.commit_interval",
+    ),
+    (
+        "auto.commit.enable",
+        "logingest commits the offsets of acknowledged documents itself, every kafka.commit_interval",
+    ),
+    ("auto.commit.interval.ms", "use kafka.commit_interval"),
+    (
+        "enable.auto.offset.store",
+        "logingest stores an offset only once Elasticsearch acknowledged its document (at-least-once)",
+    ),
+    (
+        "auto.offset.reset",
+        "use kafka.start_from = \"earliest\" or \"latest\"",
+    ),
+    (
+        "enable.partition.eof",
+        "logingest's partition tasks need it off (end of partition is not an event for them)",
+    ),
+];
 
 impl Config {
     /// Checks invariants that serde cannot express.
@@ -34,28 +68,24 @@ impl Config {
                 "kafka.static_membership needs an explicit instance.id (or LOGINGEST_INSTANCE_ID), unique in the fleet".into(),
             );
         }
-        for key in [
-            "group.id",
-            "group.instance.id",
-            "bootstrap.servers",
-            "enable.auto.offset.store",
-        ] {
-            if self.kafka.options.contains_key(key) {
+        for (key, reason) in OWNED_OPTIONS {
+            if self.kafka.options.contains_key(*key) {
                 return invalid(format!(
-                    "kafka.options.\"{key}\" is managed by logingest; use the [kafka] keys instead"
+                    "kafka.options.\"{key}\" is set by logingest itself and cannot be overridden: {reason}"
                 ));
             }
         }
-        if let Some(session) = self.kafka.options.get("session.timeout.ms") {
-            let ms: u64 = session.parse().map_err(|_| {
-                ConfigError::Invalid(format!(
-                    "kafka.options.\"session.timeout.ms\" = {session:?} is not a number"
-                ))
-            })?;
-            if self.kafka.drain_timeout >= Duration::from_millis(ms) {
+        if let Some(session) = self.kafka.session_timeout()? {
+            if self.kafka.drain_timeout >= session {
+                let written = if self.kafka.drain_timeout_setting.is_some() {
+                    "kafka.drain_timeout"
+                } else {
+                    "the derived kafka.drain_timeout"
+                };
                 return invalid(format!(
-                    "kafka.drain_timeout ({:?}) must be less than session.timeout.ms ({ms} ms)",
-                    self.kafka.drain_timeout
+                    "{written} ({:?}) must be less than kafka.options.\"session.timeout.ms\" ({} ms); lower it or remove it to get half the session timeout",
+                    self.kafka.drain_timeout,
+                    session.as_millis()
                 ));
             }
         }
