@@ -192,6 +192,11 @@ pub struct Metrics {
     pub partition_tasks: Gauge,
     /// Topics the registry asks for now.
     pub registry_topics: Gauge,
+    /// 1 for every topic the registry asks for (so that rules can find
+    /// topics nobody ingests).
+    pub registry_topic_info: Family<TopicLabel, Gauge>,
+    /// Partitions of a registered topic this instance runs a task for.
+    pub topic_partitions_owned: Family<TopicLabel, Gauge>,
     /// Registry key changes applied.
     pub registry_changes_applied: Counter,
     /// Registry key changes rejected (value did not parse, or its transform
@@ -251,6 +256,8 @@ impl Metrics {
             partitions_paused: Gauge::default(),
             partition_tasks: Gauge::default(),
             registry_topics: Gauge::default(),
+            registry_topic_info: Family::default(),
+            topic_partitions_owned: Family::default(),
             registry_changes_applied: Counter::default(),
             registry_changes_rejected: Counter::default(),
             registry_revision: Gauge::default(),
@@ -303,6 +310,8 @@ impl Metrics {
             "partition_task_starts" => partition_task_starts, "Partition tasks started";
             "partition_task_restarts" => partition_task_restarts, "Partition tasks restarted after a panic or an unexpected end";
             "registry_topics" => registry_topics, "Topics in the registry";
+            "registry_topic_info" => registry_topic_info, "1 for each topic the registry asks for";
+            "topic_partitions_owned" => topic_partitions_owned, "Partitions of a registered topic this instance ingests";
             "registry_changes_applied" => registry_changes_applied, "Registry changes applied";
             "registry_changes_rejected" => registry_changes_rejected, "Registry changes rejected because the value did not parse";
             "registry_revision" => registry_revision, "etcd revision of the registry state in force";

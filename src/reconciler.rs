@@ -111,6 +111,8 @@ pub struct Reconciler {
     pending_revokes: Vec<PendingRevoke>,
     /// When to try `subscribe` again after it failed.
     resubscribe_at: Option<tokio::time::Instant>,
+    /// Topics with per-topic ownership series exported.
+    exported_topics: BTreeSet<String>,
     /// Topics removed whose tasks are still draining, with the removal time.
     stopping_topics: HashMap<String, Instant>,
 }
@@ -129,6 +131,7 @@ impl Reconciler {
             task_partitions: HashMap::new(),
             pending_revokes: Vec::new(),
             resubscribe_at: None,
+            exported_topics: BTreeSet::new(),
             stopping_topics: HashMap::new(),
         }
     }
@@ -201,12 +204,38 @@ impl Reconciler {
         }
     }
 
-    fn mark_reconciled(&self) {
+    fn mark_reconciled(&mut self) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or_default();
-        self.parts.metrics.last_reconcile_timestamp.set(now);
+        let metrics = &self.parts.metrics;
+        metrics.last_reconcile_timestamp.set(now);
+        // Per-topic ownership, for the "registered but nobody ingests it"
+        // alert: series of topics no longer registered are removed.
+        let mut owned: HashMap<&str, i64> = self.desired.keys().map(|t| (t.as_str(), 0)).collect();
+        for (tp, slot) in &self.assigned {
+            if slot.task.is_some() {
+                if let Some(n) = owned.get_mut(tp.topic.as_ref()) {
+                    *n += 1;
+                }
+            }
+        }
+        for gone in self
+            .exported_topics
+            .iter()
+            .filter(|t| !owned.contains_key(t.as_str()))
+        {
+            let label = TopicLabel::of(gone);
+            metrics.registry_topic_info.remove(&label);
+            metrics.topic_partitions_owned.remove(&label);
+        }
+        for (topic, n) in &owned {
+            let label = TopicLabel::of(topic);
+            metrics.registry_topic_info.get_or_create(&label).set(1);
+            metrics.topic_partitions_owned.get_or_create(&label).set(*n);
+        }
+        self.exported_topics = owned.keys().map(|t| t.to_string()).collect();
     }
 
     fn apply_snapshot(&mut self, snapshot: RegistrySnapshot) {
