@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::config::Config;
+use crate::config::{Config, DeadLetterDestination};
 use crate::health::Heartbeat;
 use crate::http::{self, HttpState};
 use crate::kafka::{consumer, Control, GroupConsumer, Prefetch, StatusBoard};
@@ -49,16 +49,20 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
     if config.batch.max_in_flight_per_partition.is_some() {
         warn!("batch.max_in_flight_per_partition is no longer used: requests combine partitions and memory.max_buffered bounds what is held");
     }
-    let dead_letters = Arc::new(
-        DeadLetters::new(
-            &config.dead_letter,
-            &config.kafka,
-            es.clone(),
-            config.retry.clone(),
-            metrics.clone(),
-        )
-        .context("cannot create the dead-letter producer")?,
-    );
+    let producer = match config.dead_letter.destination {
+        DeadLetterDestination::Kafka => Some(
+            crate::kafka::security::dead_letter_producer(&config.kafka)
+                .context("cannot create the dead-letter producer")?,
+        ),
+        _ => None,
+    };
+    let dead_letters = Arc::new(DeadLetters::new(
+        &config.dead_letter,
+        producer,
+        es.clone(),
+        config.retry.clone(),
+        metrics.clone(),
+    ));
     let templates = Arc::new(Templates::new(
         es.clone(),
         config.index_template.clone(),

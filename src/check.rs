@@ -6,17 +6,13 @@
 //! registry prefix, Kafka a metadata request, Elasticsearch `GET /`.
 
 use std::fmt;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use etcd_client::GetOptions;
-use rdkafka::client::ClientContext;
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
-use tracing::debug;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::config::{Config, ElasticsearchConfig, EtcdConfig, KafkaConfig};
+use crate::kafka::client::{admin_consumer, RecordingContext};
 
 /// How long each endpoint may take to answer.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -109,61 +105,13 @@ pub async fn check_etcd(config: &EtcdConfig) -> EndpointCheck {
     }
 }
 
-/// Remembers the client's last error or warning (e.g. a failed TLS
-/// handshake or SASL authentication), which a failed metadata request does
-/// not carry.
-#[derive(Default)]
-struct RecordingContext {
-    last_error: Mutex<Option<String>>,
-}
-
-impl RecordingContext {
-    fn record(&self, reason: &str) {
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
-    }
-
-    fn last_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
-
-impl ClientContext for RecordingContext {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        debug!(target: "librdkafka", facility = fac, ?level, "{log_message}");
-        if !matches!(
-            level,
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info | RDKafkaLogLevel::Debug
-        ) {
-            self.record(log_message);
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        debug!(target: "librdkafka", error = %error, "{reason}");
-        self.record(reason);
-    }
-}
-
-impl ConsumerContext for RecordingContext {}
-
 /// Builds a client with the consumer's settings (TLS, SASL, options) and
 /// asks the brokers for the cluster's metadata.
 pub async fn check_kafka(config: &KafkaConfig) -> EndpointCheck {
     let target = config.brokers.join(",");
-    let config = KafkaConfig {
-        static_membership: false,
-        ..config.clone()
-    };
+    let config = config.clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        let mut cfg = crate::kafka::consumer::client_config(
-            &config,
-            "logingest-check-config",
-            crate::kafka::Prefetch::for_budget(64 << 20),
-        );
-        cfg.set("statistics.interval.ms", "0");
+        let cfg = admin_consumer(&config, "logingest-check-config");
         let consumer: BaseConsumer<RecordingContext> = cfg
             .create_with_context(RecordingContext::default())
             .map_err(|e| chain(&e))?;

@@ -20,6 +20,8 @@ use serde_json::{Map, Value};
 
 use crate::sink::chunk::{ChunkBuilder, RawRecord};
 use crate::sink::encoder::EntryEncoder;
+#[cfg(test)]
+use crate::topic::document_id;
 use crate::topic::{LineFormat, TopicPartition, TopicSettings};
 
 /// The parts of a Kafka record that end up in a document.
@@ -33,14 +35,6 @@ pub struct Record<'a> {
     pub value: Option<&'a [u8]>,
     /// The Kafka timestamp in milliseconds since the epoch, when present.
     pub timestamp_ms: Option<i64>,
-}
-
-/// The `_id` of the document made from a record.
-///
-/// Parsed from the right it is unambiguous: the last two `-`-separated
-/// fields are numbers, and a topic name cannot make them anything else.
-pub fn document_id(topic: &str, partition: i32, offset: i64) -> String {
-    format!("{topic}-{partition}-{offset}")
 }
 
 /// Why a record could not be written.

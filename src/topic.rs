@@ -56,6 +56,14 @@ impl fmt::Display for TopicPartition {
     }
 }
 
+/// The `_id` of the document made from a record: `<topic>-<partition>-<offset>`.
+///
+/// Parsed from the right it is unambiguous: the last two `-`-separated
+/// fields are numbers, and a topic name cannot make them anything else.
+pub fn document_id(topic: &str, partition: i32, offset: i64) -> String {
+    format!("{topic}-{partition}-{offset}")
+}
+
 /// Checks a Kafka topic name (the broker's own rules).
 pub fn validate_topic(topic: &str) -> Result<(), NameError> {
     let legal = !topic.is_empty()

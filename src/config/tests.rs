@@ -367,39 +367,3 @@ fn options_logingest_owns_are_refused_with_the_key_to_use() {
     .unwrap();
     c.validate().unwrap();
 }
-
-#[test]
-fn every_property_the_consumer_forces_is_owned() {
-    // client_config sets these after the user's options: each must be
-    // refused in kafka.options, or the user's value would be dropped
-    // silently.
-    let mut c =
-        Config::parse("[instance]\nid = \"i\"\n[kafka]\nstatic_membership = true\n").unwrap();
-    c.validate().unwrap();
-    let marker = "user-value-marker";
-    let forced = [
-        "bootstrap.servers",
-        "group.id",
-        "group.instance.id",
-        "enable.auto.commit",
-        "enable.auto.offset.store",
-        "auto.commit.interval.ms",
-        "auto.offset.reset",
-    ];
-    for key in forced {
-        c.kafka.options.insert(key.to_string(), marker.to_string());
-    }
-    let client = crate::kafka::consumer::client_config(
-        &c.kafka,
-        "i",
-        crate::kafka::Prefetch::for_budget(64 << 20),
-    );
-    for key in forced {
-        assert_ne!(client.get(key), Some(marker), "{key} is forced");
-        assert!(
-            OWNED_OPTIONS.iter().any(|(k, _)| *k == key),
-            "{key} is forced by client_config but not refused"
-        );
-    }
-    assert_eq!(client.get("enable.partition.eof"), Some("false"));
-}

@@ -1,4 +1,6 @@
-//! `logingest status`: the whole fleet as the brokers and etcd see it.
+//! `logingest status`: the whole fleet as the brokers and etcd see it —
+//! the view model here, [`probe`] asks etcd and the brokers, [`render`]
+//! draws the tables.
 //!
 //! One consumer that never subscribes (so it never joins the group) asks the
 //! brokers for the group's members and their assignments, the group's
@@ -12,30 +14,23 @@
 //! becomes a warning in [`FleetStatus::warnings`] and the rest is shown.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use rdkafka::client::ClientContext;
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
-use tracing::debug;
 
-use crate::config::{Config, KafkaConfig, StartFrom};
-use crate::registry::admin::{AdminError, RegistryAdmin};
+use crate::config::{Config, StartFrom};
+use crate::registry::admin::AdminError;
 
 mod assignment;
+mod probe;
+mod render;
 
 pub use assignment::{parse_assignment, AssignmentError, MemberAssignment};
+use probe::{read_registry, KafkaView};
 
 /// Deadline of each broker request and of the whole etcd read.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// `client.id` of the status consumer, so it is never taken for an instance.
-const CLIENT_ID: &str = "logingest-status";
 
 /// Why the fleet view could not be built at all.
 #[derive(Debug, thiserror::Error)]
@@ -75,10 +70,6 @@ fn last_error_suffix(last: &Option<String>) -> String {
         .map(|e| format!(" (last client error: {e})"))
         .unwrap_or_default()
 }
-
-// ---------------------------------------------------------------------------
-// The fleet view
-// ---------------------------------------------------------------------------
 
 /// One member of the consumer group.
 #[derive(Debug, Clone, Serialize)]
@@ -263,409 +254,12 @@ impl FleetStatus {
             warnings,
         }
     }
-
-    /// The plain-text report: group and members, partitions, unowned topics.
-    pub fn to_table(&self) -> String {
-        let unknown = if self.owners_known { "-" } else { "?" };
-        let num = |v: Option<i64>| v.map_or_else(|| "-".into(), |v| v.to_string());
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "GROUP {}  STATE {}  PROTOCOL {}  MEMBERS {}",
-            self.group_id,
-            self.group_state.as_deref().unwrap_or("unknown"),
-            self.protocol
-                .as_deref()
-                .filter(|p| !p.is_empty())
-                .unwrap_or("-"),
-            self.members.len()
-        );
-        out.push('\n');
-        let members: Vec<Vec<String>> = self
-            .members
-            .iter()
-            .map(|m| {
-                vec![
-                    m.instance.clone(),
-                    m.host.clone().unwrap_or_else(|| "-".into()),
-                    m.partitions
-                        .as_ref()
-                        .map_or_else(|| "?".into(), |p| p.len().to_string()),
-                ]
-            })
-            .collect();
-        table(&mut out, &["INSTANCE", "HOST", "PARTITIONS"], &members);
-        out.push('\n');
-        let total_lag: i64 = self.partitions.iter().filter_map(|p| p.lag).sum();
-        let unknown_lag = self.partitions.iter().filter(|p| p.lag.is_none()).count();
-        let rows: Vec<Vec<String>> = self
-            .partitions
-            .iter()
-            .map(|p| {
-                vec![
-                    p.topic.clone(),
-                    p.partition.to_string(),
-                    p.owner.clone().unwrap_or_else(|| unknown.into()),
-                    num(p.committed_offset),
-                    num(p.high_watermark),
-                    num(p.lag),
-                ]
-            })
-            .collect();
-        table(
-            &mut out,
-            &[
-                "TOPIC",
-                "PARTITION",
-                "OWNER",
-                "COMMITTED",
-                "HIGH-WATERMARK",
-                "LAG",
-            ],
-            &rows,
-        );
-        let _ = write!(
-            out,
-            "{} partitions, total lag {total_lag}",
-            self.partitions.len()
-        );
-        let _ = match unknown_lag {
-            0 => writeln!(out),
-            n => writeln!(out, " (lag unknown for {n})"),
-        };
-        out.push('\n');
-        if self.unowned_topics.is_empty() {
-            out.push_str("REGISTERED TOPICS WITH NO OWNER: none\n");
-        } else {
-            out.push_str("REGISTERED TOPICS WITH NO OWNER:\n");
-            let rows: Vec<Vec<String>> = self
-                .unowned_topics
-                .iter()
-                .map(|u| vec![u.topic.clone(), u.reason.clone()])
-                .collect();
-            table(&mut out, &["TOPIC", "REASON"], &rows);
-        }
-        out
-    }
-}
-
-/// Appends a left-aligned table, columns padded to their widest cell.
-fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
-        let mut text = String::new();
-        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
-            if i > 0 {
-                text.push_str("  ");
-            }
-            let _ = write!(text, "{cell:<w$}");
-        }
-        out.push_str(text.trim_end());
-        out.push('\n');
-    };
-    line(&mut header.iter().copied());
-    for row in rows {
-        line(&mut row.iter().map(String::as_str));
-    }
-}
-
-async fn read_registry(
-    config: &Config,
-) -> Result<(BTreeMap<String, String>, Vec<String>), FleetError> {
-    let read = async {
-        let mut admin = RegistryAdmin::connect(&config.etcd).await?;
-        admin.list().await
-    };
-    let read = async { read.await.map_err(FleetError::Registry) };
-    let (topics, errors) =
-        tokio::time::timeout(TIMEOUT, read)
-            .await
-            .map_err(|_| FleetError::RegistryTimeout {
-                endpoints: config.etcd.endpoints.join(","),
-                timeout: TIMEOUT,
-            })??;
-    let warnings = errors
-        .into_iter()
-        .map(|(key, e)| format!("registry key {key} ignored: {e}"))
-        .collect();
-    Ok((topics, warnings))
-}
-
-// ---------------------------------------------------------------------------
-// Asking the brokers
-// ---------------------------------------------------------------------------
-
-/// Keeps librdkafka's messages out of the report: logged at debug level,
-/// the last warning or error kept to explain a failure.
-#[derive(Default)]
-struct QuietContext {
-    last_error: Mutex<Option<String>>,
-}
-
-impl QuietContext {
-    fn last_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
-
-impl ClientContext for QuietContext {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        debug!(target: "librdkafka", facility = fac, ?level, "{log_message}");
-        if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
-            *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(log_message.to_string());
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        debug!(target: "librdkafka", error = %error, "{reason}");
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
-    }
-}
-
-impl ConsumerContext for QuietContext {}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct Offsets {
-    committed: Option<i64>,
-    low: Option<i64>,
-    high: Option<i64>,
-}
-
-/// What the brokers said.
-#[derive(Default)]
-struct KafkaView {
-    group_state: Option<String>,
-    protocol: Option<String>,
-    members: Vec<Member>,
-    /// Topics that exist in the cluster.
-    existing: BTreeSet<String>,
-    partitions: BTreeMap<(String, i32), Offsets>,
-    warnings: Vec<String>,
-}
-
-impl KafkaView {
-    /// Blocking: one metadata request, one group description, one offset
-    /// fetch and one watermark query per partition.
-    fn fetch(config: &KafkaConfig, registered: &BTreeSet<String>) -> Result<Self, FleetError> {
-        let consumer = status_consumer(config)?;
-        // All topics at once: asking for one by name would make brokers that
-        // auto-create topics (tansu does) create it.
-        let metadata = consumer.fetch_metadata(None, TIMEOUT).map_err(|error| {
-            // Serve the queued log and error events, to name the cause.
-            let _ = consumer.poll(Duration::ZERO);
-            FleetError::Kafka {
-                brokers: config.brokers.join(","),
-                error: Box::new(error),
-                last_error: consumer.context().last_error(),
-            }
-        })?;
-        let mut view = Self::default();
-        let mut partition_counts = BTreeMap::new();
-        for t in metadata.topics() {
-            view.existing.insert(t.name().to_string());
-            partition_counts.insert(t.name().to_string(), t.partitions().len());
-        }
-        view.fetch_group(&consumer, &config.group_id);
-
-        let assigned: BTreeSet<&String> = view
-            .members
-            .iter()
-            .flat_map(|m| m.partitions.iter().flatten().map(|(t, _)| t))
-            .collect();
-        let mut tpl = TopicPartitionList::new();
-        for topic in registered.iter().chain(assigned) {
-            let Some(&count) = partition_counts.get(topic) else {
-                continue;
-            };
-            for p in 0..count {
-                let p = i32::try_from(p).unwrap_or(i32::MAX);
-                view.partitions
-                    .insert((topic.clone(), p), Offsets::default());
-            }
-        }
-        for (topic, p) in view.partitions.keys() {
-            tpl.add_partition(topic, *p);
-        }
-        if tpl.count() > 0 {
-            view.fetch_committed(&consumer, tpl);
-            view.fetch_watermarks(&consumer);
-        }
-        Ok(view)
-    }
-
-    fn fetch_group(&mut self, consumer: &BaseConsumer<QuietContext>, group_id: &str) {
-        let list = match consumer.fetch_group_list(Some(group_id), TIMEOUT) {
-            Ok(list) => list,
-            Err(e) => {
-                self.warnings.push(format!(
-                    "group members and partition owners not fetched (DescribeGroups {group_id}): {e}"
-                ));
-                return;
-            }
-        };
-        let Some(group) = list.groups().iter().find(|g| g.name() == group_id) else {
-            self.warnings
-                .push(format!("the brokers did not describe group {group_id}"));
-            return;
-        };
-        debug!(
-            group = group_id,
-            state = group.state(),
-            protocol = group.protocol(),
-            protocol_type = group.protocol_type(),
-            members = group.members().len(),
-            "group described"
-        );
-        let state = group.state().to_string();
-        let (mut unnamed, mut unassigned) = (0, 0);
-        for m in group.members() {
-            debug!(member = m.id(), client_id = m.client_id(), host = m.client_host(),
-                assignment = ?m.assignment(), "group member");
-            let instance = instance_id(m.client_id(), m.id()).unwrap_or_else(|| m.id().to_string());
-            if m.client_id().is_empty() {
-                unnamed += 1;
-            }
-            let partitions = match assigned_partitions(m.assignment(), group.protocol_type()) {
-                Ok(Some(partitions)) => Some(partitions),
-                Ok(None) => {
-                    unassigned += 1;
-                    None
-                }
-                Err(e) => {
-                    self.warnings
-                        .push(format!("assignment of member {instance} not read: {e}"));
-                    None
-                }
-            };
-            self.members.push(Member {
-                instance,
-                member_id: m.id().to_string(),
-                host: Some(m.client_host().to_string()).filter(|h| !h.is_empty()),
-                partitions,
-            });
-        }
-        let total = self.members.len();
-        if unnamed > 0 {
-            self.warnings.push(format!(
-                "the brokers gave no client id for {unnamed} of {total} members (DescribeGroups client_id empty); their instance id is read from the member id"
-            ));
-        }
-        if unassigned > 0 {
-            self.warnings.push(if state == "Stable" {
-                format!("the brokers gave no assignment for {unassigned} of {total} members (DescribeGroups member_assignment empty in a Stable group); partition owners are unknown")
-            } else {
-                format!("group {group_id} is {state}: partition owners are known once it is Stable again")
-            });
-        }
-        self.members
-            .sort_by(|a, b| (&a.instance, &a.member_id).cmp(&(&b.instance, &b.member_id)));
-        self.group_state = Some(state);
-        self.protocol = Some(group.protocol().to_string()).filter(|p| !p.is_empty());
-    }
-
-    fn fetch_committed(&mut self, consumer: &BaseConsumer<QuietContext>, tpl: TopicPartitionList) {
-        match consumer.committed_offsets(tpl, TIMEOUT) {
-            Ok(committed) => {
-                for e in committed.elements() {
-                    if let (Offset::Offset(o), Some(entry)) = (
-                        e.offset(),
-                        self.partitions
-                            .get_mut(&(e.topic().to_string(), e.partition())),
-                    ) {
-                        entry.committed = Some(o);
-                    }
-                }
-            }
-            Err(e) => self
-                .warnings
-                .push(format!("committed offsets not fetched (OffsetFetch): {e}")),
-        }
-    }
-
-    fn fetch_watermarks(&mut self, consumer: &BaseConsumer<QuietContext>) {
-        for ((topic, p), entry) in self.partitions.iter_mut() {
-            match consumer.fetch_watermarks(topic, *p, TIMEOUT) {
-                Ok((low, high)) => {
-                    entry.low = Some(low);
-                    entry.high = Some(high);
-                }
-                Err(e) => {
-                    self.warnings
-                        .push(format!("watermarks of {topic}/{p} not fetched: {e}"));
-                    // A timeout would repeat for every partition: stop here.
-                    if matches!(
-                        e.rdkafka_error_code(),
-                        Some(rdkafka::types::RDKafkaErrorCode::OperationTimedOut)
-                    ) {
-                        self.warnings
-                            .push("remaining watermarks skipped after a timeout".into());
-                        return;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A member's partitions from its assignment bytes: `Ok(None)` when the
-/// brokers gave none (empty), an error when they cannot be read.
-fn assigned_partitions(
-    bytes: Option<&[u8]>,
-    protocol_type: &str,
-) -> Result<Option<Vec<(String, i32)>>, String> {
-    let Some(bytes) = bytes.filter(|b| !b.is_empty()) else {
-        return Ok(None);
-    };
-    if !matches!(protocol_type, "" | "consumer") {
-        return Err(format!(
-            "protocol type {protocol_type:?} is not the consumer protocol"
-        ));
-    }
-    let assignment = parse_assignment(bytes).map_err(|e| e.to_string())?;
-    Ok(Some(
-        assignment
-            .partitions
-            .into_iter()
-            .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
-            .collect(),
-    ))
-}
-
-/// A consumer in the fleet's group that never subscribes: the settings of
-/// `logingest run` (TLS, SASL from `kafka.options`) without committing,
-/// statistics or static membership.
-fn status_consumer(config: &KafkaConfig) -> Result<BaseConsumer<QuietContext>, FleetError> {
-    let config = KafkaConfig {
-        static_membership: false,
-        ..config.clone()
-    };
-    let mut cfg = crate::kafka::consumer::client_config(
-        &config,
-        CLIENT_ID,
-        crate::kafka::Prefetch::for_budget(64 << 20),
-    );
-    cfg.set("client.id", CLIENT_ID)
-        .set("enable.auto.commit", "false")
-        .set("statistics.interval.ms", "0")
-        // The high watermark, as kafka-consumer-groups shows it; under
-        // read_committed the brokers answer the last stable offset.
-        .set("isolation.level", "read_uncommitted");
-    cfg.create_with_context(QuietContext::default())
-        .map_err(|e| FleetError::Client(Box::new(e)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::assignment::encode;
+    use super::probe::{assigned_partitions, Offsets};
     use super::*;
 
     #[test]

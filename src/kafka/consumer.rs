@@ -441,3 +441,42 @@ pub fn spawn_group_thread(
             });
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_property_the_consumer_forces_is_owned() {
+        // client_config sets these after the user's options: each must be
+        // refused in kafka.options, or the user's value would be dropped
+        // silently.
+        let mut c = crate::config::Config::parse(
+            "[instance]\nid = \"i\"\n[kafka]\nstatic_membership = true\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let marker = "user-value-marker";
+        let forced = [
+            "bootstrap.servers",
+            "group.id",
+            "group.instance.id",
+            "enable.auto.commit",
+            "enable.auto.offset.store",
+            "auto.commit.interval.ms",
+            "auto.offset.reset",
+        ];
+        for key in forced {
+            c.kafka.options.insert(key.to_string(), marker.to_string());
+        }
+        let client = client_config(&c.kafka, "i", Prefetch::for_budget(64 << 20));
+        for key in forced {
+            assert_ne!(client.get(key), Some(marker), "{key} is forced");
+            assert!(
+                crate::config::OWNED_OPTIONS.iter().any(|(k, _)| *k == key),
+                "{key} is forced by client_config but not refused"
+            );
+        }
+        assert_eq!(client.get("enable.partition.eof"), Some("false"));
+    }
+}

@@ -2,10 +2,11 @@
 //! ([`consumer`]), the fence of each assignment ([`assignment`]), the pure
 //! offset tracker ([`offsets`]) and the per-partition tasks around it
 //! ([`partition`]), the thread for librdkafka calls that wait
-//! ([`control`]), the [`status`] board of what this instance owns, and the
+//! ([`control`]), the read-only clients of the commands ([`client`]), the [`status`] board of what this instance owns, and the
 //! connection properties of `[kafka.tls]`/`[kafka.sasl]` ([`security`]).
 
 pub mod assignment;
+pub mod client;
 pub mod consumer;
 pub mod control;
 pub mod offsets;

@@ -21,9 +21,7 @@
 
 use std::collections::VecDeque;
 
-/// Identifies a sealed chunk within its tracker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ChunkId(u64);
+use crate::sink::chunk::ChunkId;
 
 /// An offset the task may store now: the next offset to read (Kafka's
 /// convention), with the assignment generation it belongs to.
@@ -106,7 +104,7 @@ impl OffsetTracker {
     /// be handed to the sink. `None` when nothing was read since.
     pub fn seal(&mut self) -> Option<ChunkId> {
         let (first, last) = self.open.take()?;
-        let id = ChunkId(self.next_id);
+        let id = ChunkId::new(self.next_id);
         self.next_id += 1;
         self.pending.push_back(Span {
             id,
@@ -231,7 +229,7 @@ mod tests {
         assert!(!t.read(5));
         assert!(!t.read(4));
         assert!(!t.read(-1));
-        assert_eq!(t.seal(), Some(ChunkId(0)));
+        assert_eq!(t.seal(), Some(ChunkId::new(0)));
         assert_eq!(t.seal(), None);
     }
 

@@ -6,7 +6,19 @@
 use rdkafka::ClientConfig;
 
 use crate::config::KafkaConfig;
-pub use crate::config::MANAGED_BY_SECTIONS;
+
+/// The producer of dead letters: the brokers, TLS and SASL of the consumer
+/// (and its options that apply to producers), idempotent.
+pub fn dead_letter_producer(
+    config: &KafkaConfig,
+) -> rdkafka::error::KafkaResult<rdkafka::producer::FutureProducer> {
+    let mut cfg = ClientConfig::new();
+    apply_producer_connection(config, &mut cfg);
+    cfg.set("bootstrap.servers", config.brokers.join(","))
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "30000")
+        .create()
+}
 
 /// The librdkafka properties of the configured TLS and SASL settings
 /// (empty without `[kafka.tls]` and `[kafka.sasl]`). Values may be

@@ -17,9 +17,20 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::kafka::offsets::ChunkId;
 use crate::memory::Reservation;
 use crate::topic::TopicPartition;
+
+/// Identifies a chunk among its partition task's chunks (the offset
+/// tracker hands them out, in read order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChunkId(u64);
+
+impl ChunkId {
+    /// The `n`th chunk of a task.
+    pub fn new(n: u64) -> Self {
+        Self(n)
+    }
+}
 
 /// What the sink reports about a chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -29,17 +29,15 @@ use elasticsearch::Elasticsearch;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 use tracing::{error, warn};
 
 use super::chunk::RawRecord;
 use super::reply::{self, ItemStatus};
 use crate::backoff::Backoff;
-use crate::config::{DeadLetterConfig, DeadLetterDestination, KafkaConfig, RetryConfig};
-use crate::document::document_id;
+use crate::config::{DeadLetterConfig, DeadLetterDestination, RetryConfig};
 use crate::metrics::{Metrics, TopicLabel};
-use crate::topic::TopicPartition;
+use crate::topic::{document_id, TopicPartition};
 
 /// Bytes of the value a reduced dead letter keeps.
 pub const REDUCED_VALUE_PREFIX: usize = 1024;
@@ -125,39 +123,34 @@ pub fn dead_letter_topic(template: &str, topic: &str) -> String {
 }
 
 impl DeadLetters {
-    /// Builds the destination (a producer, or the sink's client).
+    /// The dead letters of `config`: to `producer` (which the caller builds
+    /// for `destination = "kafka"`, see
+    /// [`crate::kafka::security::dead_letter_producer`]), or to the index
+    /// through the sink's client.
     pub fn new(
         config: &DeadLetterConfig,
-        kafka: &KafkaConfig,
+        producer: Option<FutureProducer>,
         es: Elasticsearch,
         retry: RetryConfig,
         metrics: Metrics,
-    ) -> Result<Self, KafkaError> {
-        let destination = match config.destination {
-            DeadLetterDestination::Kafka => {
-                let mut cfg = ClientConfig::new();
-                crate::kafka::security::apply_producer_connection(kafka, &mut cfg);
-                let producer = cfg
-                    .set("bootstrap.servers", kafka.brokers.join(","))
-                    .set("enable.idempotence", "true")
-                    .set("message.timeout.ms", "30000")
-                    .create()?;
-                Destination::Kafka {
-                    producer,
-                    topic: config.topic.clone(),
-                }
-            }
-            DeadLetterDestination::Elasticsearch => Destination::Elasticsearch {
+    ) -> Self {
+        let destination = match (config.destination, producer) {
+            (DeadLetterDestination::Kafka, Some(producer)) => Destination::Kafka {
+                producer,
+                topic: config.topic.clone(),
+            },
+            (DeadLetterDestination::Kafka, None) => Destination::Nowhere,
+            (DeadLetterDestination::Elasticsearch, _) => Destination::Elasticsearch {
                 client: es,
                 index: config.index.clone(),
             },
-            DeadLetterDestination::None => Destination::Nowhere,
+            (DeadLetterDestination::None, _) => Destination::Nowhere,
         };
-        Ok(Self {
+        Self {
             destination,
             retry,
             metrics,
-        })
+        }
     }
 
     /// Delivers every letter (in full, else reduced, else logged); returns
