@@ -152,7 +152,7 @@ async fn assert_ingested(stack: &Stack, daemon: &Logingest, topic: &str, ids: &[
     wait_until(
         &format!("{} documents of {topic} indexed", ids.len()),
         GROUP_DEADLINE,
-        || async { stack.count(&index).await >= ids.len() as u64 },
+        || async { stack.count_or_zero(&index).await >= ids.len() as u64 },
     )
     .await;
     stack.assert_exactly(&index, ids).await;
@@ -446,7 +446,9 @@ async fn wrong_elasticsearch_credential_indexes_nothing_and_is_logged() {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(stack.count(&topic).await, 0, "nothing indexed");
+    stack
+        .assert_nothing_indexed(&topic, "credential refused: nothing indexed")
+        .await;
     assert_eq!(proxy.bulk_accepted(), 0);
 
     // A CA that did not sign the server's certificate: refused too.
