@@ -399,8 +399,16 @@ async fn fleet_shares_partitions_and_survives_sigterm_kill_9_and_a_new_member() 
         stack.count_or_zero(&main).await >= ids.len() as u64
     })
     .await;
+    stack
+        .wait_committed_through(&options.group, &main, 6, &ids, GROUP_DEADLINE)
+        .await;
     stop_monitor.store(true, Ordering::Relaxed);
     let seen = watcher.await.unwrap();
+    let at_end = stack.redelivered_so_far(&main).await;
+    eprintln!(
+        "redelivered: {} after the new member had its share",
+        at_end - after_join
+    );
     // Clean hand-overs (a member leaving with SIGTERM, one joining) write
     // nothing twice; a kill -9 at most what its partitions had indexed
     // after their last commit.
