@@ -122,6 +122,22 @@ async fn main() {
     let refused_ids = refused_producer.await.expect("producer");
     produced += refused_ids.len();
 
+    // Only once the last instance committed everything has it written
+    // again whatever it was going to.
+    for (t, ids) in &expected {
+        stack
+            .wait_committed_through(&options.group, t, 2, ids, Duration::from_secs(300))
+            .await;
+    }
+    stack
+        .wait_committed_through(
+            &options.group,
+            &refused,
+            1,
+            &refused_ids,
+            Duration::from_secs(300),
+        )
+        .await;
     let mut indexed = 0;
     let (mut missing, mut extra, mut redelivered, mut allowed) = (0, 0, 0, 0);
     let mut deliveries = Vec::new();
