@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Soak run with faults (issue 4): steady load on 4 topics while the
 # Elasticsearch link misbehaves and logingest is killed and restarted; prints
-# documents produced, indexed, dead-lettered, missing and duplicated.
+# documents produced, indexed, dead-lettered, missing, extra and redelivered
+# (writes of an _id beyond its first, from Elasticsearch's _version).
 #
 #   scripts/soak.sh                 # 10 minutes
 #   DURATION=120 scripts/soak.sh    # shorter

@@ -1,8 +1,16 @@
 //! Packaging checks, no servers needed: every config under `deploy/` passes
 //! `logingest check-config`, every manifest parses and agrees with the
-//! daemon's configuration (ports, probes, shutdown deadlines), the systemd
-//! unit passes `systemd-analyze verify` where that tool exists, and the
-//! Dockerfile builds a non-root two-stage image.
+//! daemon's configuration (ports, probes, shutdown deadlines), the
+//! kustomizations render with `kubectl kustomize`, the systemd unit passes
+//! `systemd-analyze verify` and `security`, and the Dockerfile builds a
+//! non-root two-stage image.
+//!
+//! `scripts/install-stack.sh` installs kubectl and systemd-analyze; where one
+//! is missing, its test prints `SKIP:` and fails unless
+//! `LOGINGEST_ALLOW_SKIP=1` (see `tests/common/tools.rs`).
+
+#[path = "common/tools.rs"]
+mod tools;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -468,7 +476,7 @@ fn kubernetes_service_and_disruption_budget_select_the_pods() {
     assert!(budgets >= 1, "no PodDisruptionBudget");
 }
 
-/// `kubectl kustomize` renders each kustomization, where kubectl exists.
+/// `kubectl kustomize` renders each kustomization.
 #[test]
 fn kustomizations_render() {
     let dirs: Vec<PathBuf> = files_under(&deploy().join("kubernetes"), &["yaml"])
@@ -477,15 +485,19 @@ fn kustomizations_render() {
         .map(|p| p.parent().unwrap().to_path_buf())
         .collect();
     assert!(!dirs.is_empty(), "no kustomization.yaml");
+    let Some(kubectl) = tools::find("kubectl", "LOGINGEST_KUBECTL_BIN") else {
+        tools::skip(
+            "kustomizations render",
+            "kubectl not found (scripts/install-stack.sh puts it in .stack/bin)",
+        );
+        return;
+    };
     for dir in dirs {
-        let out = match Command::new("kubectl").arg("kustomize").arg(&dir).output() {
-            Ok(out) => out,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                println!("note: kubectl not found; kustomizations not rendered");
-                return;
-            }
-            Err(e) => panic!("cannot run kubectl: {e}"),
-        };
+        let out = Command::new(&kubectl)
+            .arg("kustomize")
+            .arg(&dir)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", kubectl.display()));
         assert!(
             out.status.success(),
             "kubectl kustomize {} failed:\n{}",
@@ -594,18 +606,26 @@ fn unit_entries(text: &str) -> BTreeMap<String, Vec<String>> {
     entries
 }
 
-/// The systemd major version, if `systemd-analyze` exists.
-fn systemd_version() -> Option<u32> {
-    let out = Command::new("systemd-analyze").arg("--version").output();
-    match out {
-        Ok(out) if out.status.success() => {
-            let text = String::from_utf8_lossy(&out.stdout);
-            text.split_whitespace().nth(1).and_then(|v| v.parse().ok())
-        }
-        Ok(_) => None,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => panic!("cannot run systemd-analyze: {e}"),
-    }
+/// `systemd-analyze` and its systemd major version, if it exists.
+fn systemd_analyze() -> Option<(PathBuf, u32)> {
+    let path = tools::find("systemd-analyze", "LOGINGEST_SYSTEMD_ANALYZE_BIN")?;
+    let out = Command::new(&path)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+    assert!(
+        out.status.success(),
+        "{} --version failed: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no version in `systemd-analyze --version`: {text}"));
+    Some((path, version))
 }
 
 #[test]
@@ -660,8 +680,11 @@ fn systemd_unit_is_sandboxed_and_outlasts_the_shutdown() {
         config.shutdown.timeout
     );
 
-    let Some(version) = systemd_version() else {
-        println!("note: systemd-analyze not found; `systemd-analyze verify` skipped");
+    let Some((analyze, version)) = systemd_analyze() else {
+        tools::skip(
+            "systemd-analyze verify and security",
+            "systemd-analyze not found (Debian package systemd; scripts/install-stack.sh installs it)",
+        );
         return;
     };
     // verify checks that ExecStart exists: point it at the built binary.
@@ -672,7 +695,7 @@ fn systemd_unit_is_sandboxed_and_outlasts_the_shutdown() {
         text.replace("/usr/local/bin/logingest", env!("CARGO_BIN_EXE_logingest")),
     )
     .unwrap();
-    let out = Command::new("systemd-analyze")
+    let out = Command::new(&analyze)
         .arg("verify")
         .arg(&copy)
         .output()
@@ -690,11 +713,14 @@ fn systemd_unit_is_sandboxed_and_outlasts_the_shutdown() {
     assert!(warnings.is_empty(), "systemd-analyze verify: {warnings:#?}");
 
     if version < 252 {
-        println!("note: systemd {version} has no offline `security`; exposure not checked");
+        tools::skip(
+            "systemd-analyze security (exposure)",
+            &format!("systemd {version} has no offline `security` (252 or later has)"),
+        );
         return;
     }
     // Exposure 2.0 ("OK") at most; the threshold is in tenths.
-    let out = Command::new("systemd-analyze")
+    let out = Command::new(&analyze)
         .args(["security", "--offline=true", "--threshold=20", "--no-pager"])
         .arg(&copy)
         .output()

@@ -102,12 +102,52 @@ fn all_partitions(topics: &[(&str, i64)]) -> BTreeSet<Partition> {
         .collect()
 }
 
-fn read_total(metrics: &str) -> f64 {
-    metrics
+/// Records read by one instance (all topics), from its `/metrics`, which
+/// must answer and list at least one topic.
+async fn read_total(member: &Logingest) -> f64 {
+    let metrics = member
+        .metrics()
+        .await
+        .unwrap_or_else(|| panic!("{}/metrics does not answer", member.http));
+    let values: Vec<f64> = metrics
         .lines()
         .filter(|l| l.starts_with("logingest_documents_read_total{"))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
+        .collect();
+    assert!(!values.is_empty(), "{} has read nothing", member.http);
+    values.iter().sum()
+}
+
+/// Document counts of `index` per partition `0..partitions`.
+async fn partition_counts(stack: &Stack, index: &str, partitions: i64) -> BTreeMap<i64, u64> {
+    let http = reqwest::Client::new();
+    let _ = http
+        .post(format!("{}/{index}/_refresh", stack.es_url))
+        .send()
+        .await;
+    let mut counts = BTreeMap::new();
+    for p in 0..partitions {
+        let count = partition_count(&http, &stack.es_url, index, p)
+            .await
+            .unwrap_or_else(|| panic!("no count of {index} partition {p}"));
+        counts.insert(p, count);
+    }
+    counts
+}
+
+/// Waits until every partition of `index` grew past `before`: the new
+/// owners of handed-over partitions wrote their first batches, which is
+/// where anything read again would be.
+async fn every_partition_grew(stack: &Stack, index: &str, before: &BTreeMap<i64, u64>) {
+    wait_until(
+        "every partition indexed more after the change",
+        GROUP_DEADLINE,
+        || async {
+            let now = partition_counts(stack, index, before.len() as i64).await;
+            now.iter().all(|(p, n)| *n > before[p])
+        },
+    )
+    .await;
 }
 
 /// Documents of `index` from partition `partition`.
@@ -145,6 +185,10 @@ struct Observed {
     stalls: Vec<Stall>,
     /// Partitions seen running in two instances in two consecutive polls.
     overlaps: Vec<BTreeSet<Partition>>,
+    /// Polls in which every partition's count was read.
+    counted: usize,
+    /// Polls in which every instance's `/status` answered.
+    owned: usize,
 }
 
 /// Polls the instances' `/status` and each partition's document count
@@ -165,8 +209,10 @@ fn monitor(
         let mut previous_overlap = BTreeSet::new();
         while !stop.load(Ordering::Relaxed) {
             let _ = http.post(format!("{es}/{index}/_refresh")).send().await;
+            let mut all_counted = true;
             for p in 0..partitions {
                 let Some(count) = partition_count(&http, &es, &index, p).await else {
+                    all_counted = false;
                     continue;
                 };
                 let now = Instant::now();
@@ -183,8 +229,10 @@ fn monitor(
                     (*last_count, *since) = (count, now);
                 }
             }
+            seen.counted += usize::from(all_counted);
             let current = bases.lock().unwrap().clone();
             if let Some(owned) = ownership(&http, &current).await {
+                seen.owned += 1;
                 let overlap = doubly_owned(&owned);
                 let persistent: BTreeSet<_> =
                     overlap.intersection(&previous_overlap).cloned().collect();
@@ -244,7 +292,7 @@ async fn fleet_shares_partitions_and_survives_sigterm_kill_9_and_a_new_member() 
         owned.iter().map(|(i, p)| (i, p.len())).collect::<Vec<_>>()
     );
     wait_until("the backlog is indexed", GROUP_DEADLINE, || async {
-        stack.count(&main).await >= 600
+        stack.count_or_zero(&main).await >= 600
     })
     .await;
     let mut phases = vec![("3 members, steady", Instant::now())];
@@ -259,11 +307,15 @@ async fn fleet_shares_partitions_and_survives_sigterm_kill_9_and_a_new_member() 
         stop_monitor.clone(),
     );
 
-    let before = stack.count(&main).await;
+    let before = stack.count_or_zero(&main).await;
     wait_until("the stream flows", Duration::from_secs(20), || async {
-        stack.count(&main).await >= before + 150
+        stack.count_or_zero(&main).await >= before + 150
     })
     .await;
+    // Redelivered writes are counted per phase: `_version - 1` summed over
+    // the index after each change, once every partition moved on.
+    let steady_redelivered = stack.redelivered_so_far(&main).await;
+    eprintln!("redelivered: {steady_redelivered} while 3 members share the partitions");
 
     // SIGTERM: it drains, commits, leaves the group and exits 0; the two
     // others take its partitions.
@@ -271,7 +323,7 @@ async fn fleet_shares_partitions_and_survives_sigterm_kill_9_and_a_new_member() 
     let mut leaving = fleet.remove(0);
     bases.lock().unwrap().retain(|b| b != &leaving.http);
     phases.push(("sigterm", Instant::now()));
-    read += read_total(&leaving.metrics().await);
+    read += read_total(&leaving).await;
     let exit = leaving.terminate(Duration::from_secs(30)).await;
     assert!(exit.success(), "SIGTERM exit status {exit}");
     wait_until(
@@ -281,13 +333,36 @@ async fn fleet_shares_partitions_and_survives_sigterm_kill_9_and_a_new_member() 
     )
     .await;
     eprintln!("{:.1?} sigterm handled", started.elapsed());
+    every_partition_grew(&stack, &main, &partition_counts(&stack, &main, 6).await).await;
+    let after_sigterm = stack.redelivered_so_far(&main).await;
+    let sigterm_redelivered = after_sigterm - steady_redelivered;
+    eprintln!("redelivered: {sigterm_redelivered} after a member left with SIGTERM");
 
     // kill -9: its partitions move after the session timeout.
     let mut crashed = fleet.remove(0);
     bases.lock().unwrap().retain(|b| b != &crashed.http);
     phases.push(("kill -9", Instant::now()));
-    read += read_total(&crashed.metrics().await);
+    read += read_total(&crashed).await;
+    let crashed_owned = running(
+        &status(&http, &crashed.http)
+            .await
+            .expect("status of the member to kill"),
+    );
     crashed.kill();
+    // What its partitions' next owner writes again: the documents indexed
+    // at or after their committed offsets when it died.
+    let mut kill_allowed = 0;
+    for (topic, partitions) in [(&main, 6), (&side, 2)] {
+        let committed: BTreeMap<i32, Option<i64>> = stack
+            .committed(&options.group, topic, partitions)
+            .into_iter()
+            .filter(|(p, _)| crashed_owned.contains(&(topic.clone(), i64::from(*p))))
+            .collect();
+        kill_allowed += stack.settled_indexed_from(topic, &committed).await;
+    }
+    eprintln!(
+        "kill -9 of a member owning {crashed_owned:?}: {kill_allowed} documents indexed after its last commit"
+    );
     wait_until(
         "the survivor owns every partition",
         GROUP_DEADLINE,
@@ -295,6 +370,10 @@ async fn fleet_shares_partitions_and_survives_sigterm_kill_9_and_a_new_member() 
     )
     .await;
     eprintln!("{:.1?} kill -9 handled", started.elapsed());
+    every_partition_grew(&stack, &main, &partition_counts(&stack, &main, 6).await).await;
+    let after_kill = stack.redelivered_so_far(&main).await;
+    let kill_redelivered = after_kill - after_sigterm;
+    eprintln!("redelivered: {kill_redelivered} after kill -9 of a member (allowed {kill_allowed})");
 
     // A new member joins and gets its share.
     phases.push(("new member", Instant::now()));
@@ -307,22 +386,43 @@ async fn fleet_shares_partitions_and_survives_sigterm_kill_9_and_a_new_member() 
     )
     .await;
     eprintln!("{:.1?} new member has its share", started.elapsed());
+    every_partition_grew(&stack, &main, &partition_counts(&stack, &main, 6).await).await;
+    let after_join = stack.redelivered_so_far(&main).await;
+    let join_redelivered = after_join - after_kill;
+    eprintln!("redelivered: {join_redelivered} after a new member joined");
     phases.push(("end", Instant::now()));
 
     stop_producing.store(true, Ordering::Relaxed);
     ids.extend(producer.await.unwrap());
     producing.store(false, Ordering::Relaxed);
     wait_until("every produced line indexed", GROUP_DEADLINE, || async {
-        stack.count(&main).await >= ids.len() as u64
+        stack.count_or_zero(&main).await >= ids.len() as u64
     })
     .await;
-    stack.assert_exactly(&main, &ids).await;
-    stack.assert_exactly(&side, &side_ids).await;
+    stack
+        .wait_committed_through(&options.group, &main, 6, &ids, GROUP_DEADLINE)
+        .await;
     stop_monitor.store(true, Ordering::Relaxed);
     let seen = watcher.await.unwrap();
+    let at_end = stack.redelivered_so_far(&main).await;
+    eprintln!(
+        "redelivered: {} after the new member had its share",
+        at_end - after_join
+    );
+    // Clean hand-overs (a member leaving with SIGTERM, one joining) write
+    // nothing twice; a kill -9 at most what its partitions had indexed
+    // after their last commit.
+    assert_eq!(sigterm_redelivered, 0, "redelivered after SIGTERM");
+    assert!(
+        kill_redelivered <= kill_allowed,
+        "{kill_redelivered} redelivered after kill -9, allowed {kill_allowed}"
+    );
+    assert_eq!(join_redelivered, 0, "redelivered after a member joined");
+    stack.assert_delivered(&main, &ids, kill_allowed).await;
+    stack.assert_exactly(&side, &side_ids).await;
 
     for member in &fleet {
-        read += read_total(&member.metrics().await);
+        read += read_total(member).await;
     }
     let produced = (ids.len() + side_ids.len()) as f64;
     eprintln!(
@@ -350,6 +450,12 @@ async fn fleet_shares_partitions_and_survives_sigterm_kill_9_and_a_new_member() 
             ))
         );
     }
+    assert!(
+        seen.counted >= 10 && seen.owned >= 10,
+        "the monitor saw too little: {} counts, {} ownerships",
+        seen.counted,
+        seen.owned
+    );
     assert!(
         seen.overlaps.is_empty(),
         "partitions running in two instances at once: {:?}",
@@ -408,7 +514,7 @@ async fn status_command_shows_members_owners_and_lag() {
     )
     .await;
     wait_until("everything indexed", GROUP_DEADLINE, || async {
-        stack.count(&topic).await == 200
+        stack.count(&topic).await == Some(200)
     })
     .await;
     stack.assert_exactly(&topic, &ids).await;

@@ -168,7 +168,7 @@ async fn search_finds_a_topics_documents_by_word_field_and_time() {
         .await;
     let pattern = format!("{topic}-*");
     wait_until("7 documents indexed", GROUP_DEADLINE, || async {
-        stack.count(&pattern).await == 7
+        stack.count(&pattern).await == Some(7)
     })
     .await;
     let config = cli_config(&stack, "cli", PREFIX, &stack.es_url);
@@ -556,7 +556,7 @@ async fn tail_follows_new_documents_exactly_once_and_ends_on_ctrl_c() {
     let _daemon = Logingest::start(&stack, &Options::default());
     let history = stack.produce_lines(&topic, 2, 3).await;
     wait_until("history indexed", GROUP_DEADLINE, || async {
-        stack.count(&topic).await == 3
+        stack.count(&topic).await == Some(3)
     })
     .await;
     let config = cli_config(&stack, "cli", PREFIX, &stack.es_url);

@@ -10,6 +10,7 @@
 pub mod proxy;
 pub mod tcp_proxy;
 pub mod tls_proxy;
+pub mod tools;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -421,7 +422,10 @@ impl Stack {
         })
     }
 
-    /// Offsets committed by `group` for the partitions of `topic`.
+    /// Offsets committed by `group` for the partitions of `topic` (`None`:
+    /// nothing committed). Panics when the broker does not answer or
+    /// reports an error for a partition, so that "nothing committed" is an
+    /// answer, not a failure to ask.
     pub fn committed(
         &self,
         group: &str,
@@ -440,56 +444,321 @@ impl Stack {
         let committed = consumer
             .committed_offsets(tpl, Duration::from_secs(10))
             .expect("committed offsets");
-        committed
+        let offsets: BTreeMap<i32, Option<i64>> = committed
             .elements()
             .iter()
             .map(|e| {
+                if let Err(err) = e.error() {
+                    panic!(
+                        "committed offset of {group} {}/{}: {err}",
+                        e.topic(),
+                        e.partition()
+                    );
+                }
                 let offset = match e.offset() {
                     Offset::Offset(o) => Some(o),
-                    _ => None,
+                    Offset::Invalid => None,
+                    other => panic!(
+                        "committed offset of {group} {}/{}: {other:?}",
+                        e.topic(),
+                        e.partition()
+                    ),
                 };
                 (e.partition(), offset)
             })
-            .collect()
+            .collect();
+        assert_eq!(
+            offsets.len(),
+            partitions as usize,
+            "committed offsets of {group} on {topic}: {offsets:?}"
+        );
+        offsets
     }
 
-    /// Number of documents in `index` (0 when it does not exist).
-    pub async fn count(&self, index: &str) -> u64 {
-        let _ = self
+    /// Waits until `group` has committed every record of `ids` (ids of
+    /// `topic`, `topic-partition-offset`): the committed offset of each
+    /// partition is one past its highest offset among them. Only then has
+    /// the last owner read (and written again) whatever it was going to.
+    pub async fn wait_committed_through(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: i32,
+        ids: &[String],
+        deadline: Duration,
+    ) {
+        let mut end: BTreeMap<i32, Option<i64>> = (0..partitions).map(|p| (p, None)).collect();
+        for id in ids {
+            let rest = id
+                .strip_prefix(topic)
+                .and_then(|r| r.strip_prefix('-'))
+                .unwrap_or_else(|| panic!("{id} is not an id of {topic}"));
+            let (p, o) = rest.split_once('-').expect("partition-offset");
+            let (p, o): (i32, i64) = (p.parse().expect("partition"), o.parse().expect("offset"));
+            let e = end
+                .get_mut(&p)
+                .unwrap_or_else(|| panic!("{id}: partition {p}"));
+            *e = Some(e.map_or(o + 1, |e| e.max(o + 1)));
+        }
+        let mut last = BTreeMap::new();
+        let start = Instant::now();
+        loop {
+            let committed = self.committed(group, topic, partitions);
+            if end.iter().all(|(p, e)| e.is_none() || committed[p] == *e) {
+                return;
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "{group} did not commit {topic} through {end:?} within {deadline:?}: {last:?}"
+            );
+            last = committed;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// POST `{index}/_refresh`; false when the index does not exist (404),
+    /// panics on any other failure.
+    async fn refresh(&self, index: &str) -> bool {
+        let response = self
             .http
             .post(format!("{}/{index}/_refresh", self.es_url))
             .send()
-            .await;
-        let Ok(response) = self
+            .await
+            .unwrap_or_else(|e| panic!("refresh {index}: {e}"));
+        match response.status().as_u16() {
+            200..=299 => true,
+            404 => false,
+            status => panic!(
+                "refresh {index}: HTTP {status}: {}",
+                response.text().await.unwrap_or_default()
+            ),
+        }
+    }
+
+    /// Number of documents in `index`: `None` when Elasticsearch answers
+    /// that the index does not exist. Panics when it does not answer or
+    /// answers anything else, so that a 0 is a real 0.
+    pub async fn count(&self, index: &str) -> Option<u64> {
+        if !self.refresh(index).await {
+            return None;
+        }
+        let response = self
             .http
             .get(format!("{}/{index}/_count", self.es_url))
             .send()
             .await
-        else {
-            return 0;
-        };
-        let body: Value = response.json().await.unwrap_or_default();
-        body["count"].as_u64().unwrap_or(0)
+            .unwrap_or_else(|e| panic!("_count of {index}: {e}"));
+        let status = response.status().as_u16();
+        let body: Value = response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("_count of {index}: HTTP {status}, not JSON: {e}"));
+        match status {
+            200 => Some(
+                body["count"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("_count of {index}: no count in {body}")),
+            ),
+            404 if body["error"]["type"] == "index_not_found_exception" => None,
+            _ => panic!("_count of {index}: HTTP {status}: {body}"),
+        }
     }
 
-    /// Every document of `index` (up to 10 000), by `_id`.
+    /// [`Stack::count`] with a missing index as 0: for waits on growth
+    /// (`>= n`), never for asserting that nothing was indexed (use
+    /// [`Stack::assert_nothing_indexed`]).
+    pub async fn count_or_zero(&self, index: &str) -> u64 {
+        self.count(index).await.unwrap_or(0)
+    }
+
+    /// Asserts that Elasticsearch answered that `index` holds no document
+    /// (it does not exist, or it is empty).
+    pub async fn assert_nothing_indexed(&self, index: &str, what: &str) {
+        let count = self.count(index).await;
+        assert!(
+            matches!(count, None | Some(0)),
+            "{what}: {index} holds {count:?} documents"
+        );
+    }
+
+    /// Documents of `index` whose `kafka.partition` is a key of `from` and
+    /// whose `kafka.offset` is at least its value (`None`: every offset):
+    /// what the next owner of those partitions writes again when it starts
+    /// from `from` (the committed offsets).
+    pub async fn indexed_from(&self, index: &str, from: &BTreeMap<i32, Option<i64>>) -> u64 {
+        if !self.refresh(index).await {
+            return 0;
+        }
+        let mut total = 0;
+        for (partition, offset) in from {
+            let mut filter = vec![serde_json::json!({"term": {"kafka.partition": partition}})];
+            if let Some(offset) = offset {
+                filter.push(serde_json::json!({"range": {"kafka.offset": {"gte": offset}}}));
+            }
+            let response = self
+                .http
+                .post(format!("{}/{index}/_count", self.es_url))
+                .json(&serde_json::json!({"query": {"bool": {"filter": filter}}}))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("_count of {index}: {e}"));
+            let status = response.status();
+            let body: Value = response.json().await.expect("_count reply");
+            assert!(status.is_success(), "_count of {index}: {status}: {body}");
+            total += body["count"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("_count of {index}: no count in {body}"));
+        }
+        total
+    }
+
+    /// [`Stack::indexed_from`] once it holds still over half a second: a
+    /// process killed a moment ago may have a `_bulk` request still landing.
+    /// Only for partitions nobody writes to any more.
+    pub async fn settled_indexed_from(
+        &self,
+        index: &str,
+        from: &BTreeMap<i32, Option<i64>>,
+    ) -> u64 {
+        let mut last = self.indexed_from(index, from).await;
+        let start = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = self.indexed_from(index, from).await;
+            if now == last {
+                return now;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{index}: documents after {from:?} keep changing ({last} → {now})"
+            );
+            last = now;
+        }
+    }
+
+    /// The documents that will be written again after a kill -9 of the
+    /// only consumer of `topic` in `group`: those of `index` at or after
+    /// the group's committed offsets (acknowledged, not committed yet).
+    /// Call it once the process is reaped and before the next one starts;
+    /// it waits until the committed offsets and the count hold still over
+    /// half a second (the dead process's last commit or `_bulk` request may
+    /// still be landing).
+    pub async fn written_after_commit(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: i32,
+        index: &str,
+    ) -> u64 {
+        let measure = || async {
+            let committed = self.committed(group, topic, partitions);
+            let n = self.indexed_from(index, &committed).await;
+            (committed, n)
+        };
+        let mut last = measure().await;
+        let start = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = measure().await;
+            if now == last {
+                return now.1;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{topic}: commits or documents after them keep changing ({last:?} → {now:?})"
+            );
+            last = now;
+        }
+    }
+
+    /// `_version` of every document of `index` (an absent index has none),
+    /// read in pages sorted by `kafka.partition` and `kafka.offset`.
+    pub async fn all_versions(&self, index: &str) -> BTreeMap<String, u64> {
+        let mut versions = BTreeMap::new();
+        // Refreshes: everything counted now is visible to the scan.
+        let Some(before) = self.count(index).await else {
+            return versions;
+        };
+        let mut after: Option<Value> = None;
+        loop {
+            let mut query = serde_json::json!({
+                "size": 5000,
+                "version": true,
+                "_source": false,
+                "sort": [{"kafka.partition": "asc"}, {"kafka.offset": "asc"}],
+                "query": {"match_all": {}}
+            });
+            if let Some(after) = &after {
+                query["search_after"] = after.clone();
+            }
+            let response = self
+                .http
+                .post(format!("{}/{index}/_search", self.es_url))
+                .json(&query)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("search {index}: {e}"));
+            let status = response.status();
+            let body: Value = response.json().await.expect("search reply");
+            assert!(status.is_success(), "search {index}: {status}: {body}");
+            let hits = body["hits"]["hits"]
+                .as_array()
+                .unwrap_or_else(|| panic!("search {index}: no hits in {body}"));
+            for hit in hits {
+                let id = hit["_id"].as_str().expect("_id").to_string();
+                let version = hit["_version"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("search {index}: no _version in {hit}"));
+                assert!(versions.insert(id.clone(), version).is_none(), "{id} twice");
+            }
+            match hits.last() {
+                Some(last) if hits.len() == 5000 => after = Some(last["sort"].clone()),
+                _ => break,
+            }
+        }
+        // More when documents arrive during the scan.
+        assert!(
+            versions.len() as u64 >= before,
+            "{index}: scanned {} of {before} documents",
+            versions.len()
+        );
+        versions
+    }
+
+    /// Redelivered writes so far in `index`: `sum(_version - 1)` over all
+    /// its documents.
+    pub async fn redelivered_so_far(&self, index: &str) -> u64 {
+        self.all_versions(index).await.values().map(|v| v - 1).sum()
+    }
+
+    /// Every document of `index` (up to 10 000), by `_id`. Panics when the
+    /// index does not exist or holds more.
     pub async fn documents(&self, index: &str) -> BTreeMap<String, Value> {
-        let _ = self
-            .http
-            .post(format!("{}/{index}/_refresh", self.es_url))
-            .send()
-            .await;
-        let body: Value = self
+        assert!(
+            self.refresh(index).await,
+            "documents of {index}: no such index"
+        );
+        let response = self
             .http
             .post(format!("{}/{index}/_search", self.es_url))
             .json(&serde_json::json!({"size": 10000, "query": {"match_all": {}}}))
             .send()
             .await
-            .expect("search")
-            .json()
-            .await
-            .expect("search reply");
-        let hits = body["hits"]["hits"].as_array().cloned().unwrap_or_default();
+            .expect("search");
+        let status = response.status();
+        let body: Value = response.json().await.expect("search reply");
+        assert!(status.is_success(), "search {index}: {status}: {body}");
+        let total = body["hits"]["total"]["value"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("search {index}: no hits.total in {body}"));
+        assert!(
+            total <= 10_000,
+            "{index} holds {total} documents, over 10 000"
+        );
+        let hits = body["hits"]["hits"]
+            .as_array()
+            .unwrap_or_else(|| panic!("search {index}: no hits in {body}"));
+        assert_eq!(hits.len() as u64, total, "search {index}: hits of {total}");
         let mut docs = BTreeMap::new();
         for hit in hits {
             let id = hit["_id"].as_str().expect("_id").to_string();
@@ -501,49 +770,122 @@ impl Stack {
         docs
     }
 
-    /// Asserts that `index` holds exactly the documents `ids`, each once.
-    pub async fn assert_exactly(&self, index: &str, ids: &[String]) {
-        let expected: BTreeSet<&String> = ids.iter().collect();
-        assert_eq!(expected.len(), ids.len(), "expected ids are not unique");
-        assert_eq!(
-            self.count(index).await,
-            ids.len() as u64,
-            "document count of {index}"
-        );
-        // Look every expected id up (in pages: search results are capped
-        // at 10 000): all present and the count equal means no extras.
-        let mut found = BTreeSet::new();
+    /// `_version` of each of `ids` found in `index` (`_mget` with
+    /// `_source=false`, 5 000 ids a request). Elasticsearch, like
+    /// osmem-server, bumps `_version` each time the same `_id` is written
+    /// again. Panics unless every id has an answer (found or not found);
+    /// a missing index answers "not found" for all.
+    pub async fn versions(&self, index: &str, ids: &[String]) -> BTreeMap<String, u64> {
+        let mut versions = BTreeMap::new();
         for chunk in ids.chunks(5000) {
-            let body: Value = self
+            let response = self
                 .http
-                .post(format!("{}/{index}/_search", self.es_url))
-                .json(&serde_json::json!({
-                    "size": chunk.len(),
-                    "_source": false,
-                    "query": {"ids": {"values": chunk}}
-                }))
+                .post(format!("{}/{index}/_mget?_source=false", self.es_url))
+                .json(&serde_json::json!({ "ids": chunk }))
                 .send()
                 .await
-                .expect("search")
-                .json()
-                .await
-                .expect("search reply");
-            for hit in body["hits"]["hits"].as_array().into_iter().flatten() {
-                found.insert(hit["_id"].as_str().unwrap_or_default().to_string());
+                .unwrap_or_else(|e| panic!("_mget {index}: {e}"));
+            let status = response.status();
+            let body: Value = response.json().await.expect("_mget reply");
+            assert!(status.is_success(), "_mget {index}: {status}: {body}");
+            let docs = body["docs"]
+                .as_array()
+                .unwrap_or_else(|| panic!("_mget {index}: no docs in {body}"));
+            assert_eq!(docs.len(), chunk.len(), "_mget {index}: answers");
+            for (doc, id) in docs.iter().zip(chunk) {
+                assert_eq!(doc["_id"].as_str(), Some(id.as_str()), "_mget {index}");
+                let not_found = doc["error"]["type"] == "index_not_found_exception";
+                assert!(
+                    doc.get("error").is_none() || not_found,
+                    "_mget {index}: {doc}"
+                );
+                if doc["found"] == true {
+                    let version = doc["_version"]
+                        .as_u64()
+                        .unwrap_or_else(|| panic!("_mget {index}: no _version in {doc}"));
+                    versions.insert(id.clone(), version);
+                } else {
+                    assert!(doc["found"] == false || not_found, "_mget {index}: {doc}");
+                }
             }
         }
-        let missing: Vec<&&String> = expected
-            .iter()
-            .filter(|id| !found.contains(**id))
-            .take(20)
-            .collect();
-        assert!(
-            missing.is_empty(),
-            "{index} lacks {} of {} expected documents, e.g. {missing:?}",
-            expected.len() - found.len().min(expected.len()),
-            expected.len()
-        );
+        versions
     }
+
+    /// How `ids` arrived in `index`: missing ones, redelivered writes
+    /// (`sum(_version - 1)`) and documents that are not among them.
+    pub async fn delivery(&self, index: &str, ids: &[String]) -> Delivery {
+        let unique: BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "expected ids are not unique");
+        let count = self.count(index).await.unwrap_or(0);
+        let versions = self.versions(index, ids).await;
+        let mut missing_examples: Vec<String> = ids
+            .iter()
+            .filter(|id| !versions.contains_key(*id))
+            .take(20)
+            .cloned()
+            .collect();
+        missing_examples.sort();
+        Delivery {
+            expected: ids.len(),
+            missing: ids.len() - versions.len(),
+            redelivered: versions.values().map(|v| v - 1).sum(),
+            extra: count.saturating_sub(versions.len() as u64),
+            missing_examples,
+        }
+    }
+
+    /// Asserts that `index` holds exactly the documents `ids`, each written
+    /// at most `max_redelivered` times more than once in all, and prints
+    /// `redelivered: N of M in INDEX`.
+    pub async fn assert_delivered(
+        &self,
+        index: &str,
+        ids: &[String],
+        max_redelivered: u64,
+    ) -> Delivery {
+        let d = self.delivery(index, ids).await;
+        eprintln!(
+            "redelivered: {} of {} in {index} (allowed {max_redelivered}; missing {}, extra {})",
+            d.redelivered, d.expected, d.missing, d.extra
+        );
+        assert!(
+            d.missing == 0,
+            "{index} lacks {} of {} expected documents, e.g. {:?}",
+            d.missing,
+            d.expected,
+            d.missing_examples
+        );
+        assert_eq!(d.extra, 0, "{index} holds documents not expected");
+        assert!(
+            d.redelivered <= max_redelivered,
+            "{index}: {} redelivered writes of {} documents, allowed {max_redelivered}",
+            d.redelivered,
+            d.expected
+        );
+        d
+    }
+
+    /// Asserts that `index` holds exactly the documents `ids`, each written
+    /// once (no redelivery).
+    pub async fn assert_exactly(&self, index: &str, ids: &[String]) -> Delivery {
+        self.assert_delivered(index, ids, 0).await
+    }
+}
+
+/// What [`Stack::delivery`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Ids looked up.
+    pub expected: usize,
+    /// Ids not in the index.
+    pub missing: usize,
+    /// Writes of an id beyond its first: `sum(_version - 1)`.
+    pub redelivered: u64,
+    /// Documents of the index that are not among the ids.
+    pub extra: u64,
+    /// Up to 20 of the missing ids.
+    pub missing_examples: Vec<String>,
 }
 
 /// A producer for steady load: no linger, patient with broker outages.
@@ -618,6 +960,8 @@ pub struct Options {
     pub es_url: Option<String>,
     /// Extra lines of the `[batch]` section.
     pub batch: String,
+    /// Extra lines of the `[elasticsearch]` section.
+    pub elasticsearch: String,
     /// Extra TOML appended to the generated config.
     pub extra: String,
     pub linger: &'static str,
@@ -639,6 +983,7 @@ impl Default for Options {
             etcd_url: None,
             es_url: None,
             batch: String::new(),
+            elasticsearch: String::new(),
             extra: String::new(),
             linger: "50ms",
             idle_linger: None,
@@ -682,6 +1027,7 @@ drain_timeout = "4s"
 
 [elasticsearch]
 url = "{es}"
+{elasticsearch}
 
 [batch]
 linger = "{linger}"
@@ -704,6 +1050,7 @@ timeout = "15s"
             group = options.group,
             es = options.es_url.as_ref().unwrap_or(&stack.es_url),
             batch = options.batch,
+            elasticsearch = options.elasticsearch,
             linger = options.linger,
             idle_linger = options
                 .idle_linger
@@ -771,29 +1118,41 @@ timeout = "15s"
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The `/metrics` text, or empty while it does not answer.
-    pub async fn metrics(&self) -> String {
-        match self
+    /// The `/metrics` text, `None` while it does not answer.
+    pub async fn metrics(&self) -> Option<String> {
+        let response = self
             .client
             .get(format!("{}/metrics", self.http))
+            .timeout(Duration::from_secs(5))
             .send()
             .await
-        {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
         }
+        response.text().await.ok()
+    }
+
+    /// One scrape of `/metrics`; panics when the endpoint does not answer.
+    pub async fn scrape(&self) -> Scrape {
+        let text = self
+            .metrics()
+            .await
+            .unwrap_or_else(|| panic!("{}/metrics does not answer", self.http));
+        Scrape { text }
     }
 
     /// The value of one series, e.g.
-    /// `logingest_documents_indexed_total{topic="x"}`; 0 when absent.
-    pub async fn metric(&self, series: &str) -> f64 {
-        metric_value(&self.metrics().await, series)
+    /// `logingest_documents_indexed_total{topic="x"}`; `None` when the
+    /// endpoint does not answer or the series does not exist (yet).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        metric_value(&self.metrics().await?, series)
     }
 
-    /// Waits until `series` equals `value`.
+    /// Waits until `series` exists and equals `value`.
     pub async fn wait_metric(&self, series: &str, value: f64, deadline: Duration) {
         wait_until(&format!("{series} == {value}"), deadline, || async {
-            self.metric(series).await == value
+            self.metric(series).await == Some(value)
         })
         .await;
     }
@@ -875,15 +1234,62 @@ impl Drop for Logingest {
     }
 }
 
-/// Reads one series from Prometheus/OpenMetrics text.
-pub fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok()).flatten()
-        })
-        .unwrap_or(0.0)
+/// Reads one series from Prometheus/OpenMetrics text; `None` when absent.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// One answer of `/metrics`.
+pub struct Scrape {
+    pub text: String,
+}
+
+impl Scrape {
+    /// The value of `series`, `None` when it does not exist.
+    pub fn get(&self, series: &str) -> Option<f64> {
+        metric_value(&self.text, series)
+    }
+
+    /// The value of `series`, which must exist.
+    pub fn value(&self, series: &str) -> f64 {
+        self.get(series)
+            .unwrap_or_else(|| panic!("no series {series} in:\n{}", self.text))
+    }
+
+    /// A counter that may never have been used: its value, or 0 when the
+    /// series does not exist (prometheus-client exports a labelled series,
+    /// and a family, only after its first use). So that this cannot read a
+    /// wrong name or label as 0, `sibling`, a series with the same labels,
+    /// must exist in the same scrape, and the family of `series` must be one
+    /// that logingest registers (named in `src/metrics.rs`).
+    pub fn counter(&self, series: &str, sibling: &str) -> f64 {
+        assert!(
+            self.get(sibling).is_some(),
+            "{sibling} does not exist, so {series} proves nothing:\n{}",
+            self.text
+        );
+        let labels = |s: &str| s.find('{').map(|i| s[i..].to_string());
+        assert_eq!(
+            labels(series),
+            labels(sibling),
+            "{series} and {sibling} must have the same labels"
+        );
+        let name = series.split('{').next().unwrap_or(series);
+        let family = name
+            .strip_prefix("logingest_")
+            .unwrap_or_else(|| panic!("{series}: not a logingest metric"));
+        let family = family.strip_suffix("_total").unwrap_or(family);
+        let source = std::fs::read_to_string(repo_root().join("src/metrics.rs"))
+            .expect("read src/metrics.rs");
+        assert!(
+            source.contains(&format!("\"{family}\"")),
+            "{series}: logingest registers no metric \"{family}\" (src/metrics.rs)"
+        );
+        self.get(series).unwrap_or(0.0)
+    }
 }
 
 /// Runs a command-line invocation of the binary and returns its output.
