@@ -46,3 +46,16 @@ impl Heartbeat {
         Duration::from_millis(now_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed)))
     }
 }
+
+#[cfg(test)]
+impl Heartbeat {
+    /// A heartbeat whose last beat was `age` ago.
+    pub fn stale(name: &'static str, age: Duration) -> Self {
+        let beat = Self::new(name);
+        beat.last_ms.store(
+            now_ms().saturating_sub(age.as_millis() as u64),
+            Ordering::Relaxed,
+        );
+        beat
+    }
+}

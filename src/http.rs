@@ -173,3 +173,53 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn state(heartbeats: Vec<Arc<Heartbeat>>) -> Arc<HttpState> {
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry, "t");
+        let (_, receiver) = watch::channel(None);
+        Arc::new(HttpState {
+            metrics: registry,
+            registry: receiver,
+            board: Arc::new(StatusBoard::new(metrics)),
+            instance: "t".into(),
+            group_id: "g".into(),
+            sink: Arc::new(SinkHealth::default()),
+            unready_after: Duration::from_secs(60),
+            heartbeats,
+            stall_after: Duration::from_secs(30),
+        })
+    }
+
+    #[tokio::test]
+    async fn health_fails_when_a_loop_stops_beating() {
+        let fresh = Arc::new(Heartbeat::new("reconciler"));
+        let ok = healthz(State(state(vec![fresh.clone()])))
+            .await
+            .into_response();
+        assert_eq!(ok.status(), StatusCode::OK);
+        let stale = Arc::new(Heartbeat::stale(
+            "kafka group thread",
+            Duration::from_secs(31),
+        ));
+        let failing = healthz(State(state(vec![fresh, stale])))
+            .await
+            .into_response();
+        assert_eq!(failing.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(failing.into_body(), 1024)
+            .await
+            .unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("kafka group thread has made no progress"));
+    }
+
+    #[tokio::test]
+    async fn not_ready_before_the_registry_was_read() {
+        let response = readyz(State(state(vec![]))).await.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

@@ -974,6 +974,8 @@ pub struct Options {
     pub kafka_options: String,
     /// Extra environment variables of the process (e.g. test faults).
     pub env: Vec<(&'static str, String)>,
+    /// Extra lines of the `[http]` section.
+    pub http: String,
 }
 
 impl Default for Options {
@@ -990,6 +992,7 @@ impl Default for Options {
             json_logs: false,
             kafka_options: String::new(),
             env: Vec::new(),
+            http: String::new(),
         }
     }
 }
@@ -1040,6 +1043,7 @@ max_backoff = "1s"
 
 [http]
 listen = "127.0.0.1:{port}"
+{http}
 
 [shutdown]
 timeout = "15s"
@@ -1058,6 +1062,7 @@ timeout = "15s"
                 .unwrap_or_default(),
             extra = options.extra,
             kafka_options = options.kafka_options,
+            http = options.http,
         );
         std::fs::write(&config, text).expect("write config");
         Self::launch(stack, &config, port, &name, options)
