@@ -327,6 +327,31 @@ impl Metrics {
         m
     }
 
+    /// Counts a partition task start of `topic`, and exports every
+    /// per-topic counter of the topic from then on (at 0 until it first
+    /// counts): Prometheus' `increase()` sees a counter's first increment
+    /// only after a sample before it, and dashboards and rules find every
+    /// family in `/metrics` (prometheus-client prints nothing, not even
+    /// `# TYPE`, for a family without series).
+    pub fn partition_task_started(&self, topic: &str) {
+        let label = TopicLabel::of(topic);
+        self.partition_task_starts.get_or_create(&label).inc();
+        for family in [
+            &self.documents_read,
+            &self.bytes_read,
+            &self.documents_indexed,
+            &self.documents_failed,
+            &self.documents_dead_lettered,
+            &self.dead_letters_refused,
+            &self.documents_retried,
+            &self.documents_dropped,
+            &self.transform_failures,
+            &self.partition_task_restarts,
+        ] {
+            drop(family.get_or_create(&label));
+        }
+    }
+
     /// Counts a rebalance event.
     pub fn rebalance(&self, kind: RebalanceKind) {
         self.rebalances
@@ -339,5 +364,44 @@ impl Metrics {
         self.bulk_requests
             .get_or_create(&BulkOutcomeLabel { outcome })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(registry: &Registry) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_task_start_exports_every_per_topic_counter_at_zero() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry, "test-1");
+        // Without series, a family prints nothing, not even `# TYPE`.
+        assert!(!text(&registry).contains("logingest_documents_dead_lettered"));
+
+        metrics.partition_task_started("nginx");
+        metrics.partition_task_started("nginx");
+        let out = text(&registry);
+        for family in [
+            "documents_read",
+            "bytes_read",
+            "documents_indexed",
+            "documents_failed",
+            "documents_dead_lettered",
+            "dead_letters_refused",
+            "documents_retried",
+            "documents_dropped",
+            "transform_failures",
+            "partition_task_restarts",
+        ] {
+            let series = format!("logingest_{family}_total{{topic=\"nginx\"}} 0\n");
+            assert!(out.contains(&series), "{series} missing:\n{out}");
+        }
+        assert!(out.contains("logingest_partition_task_starts_total{topic=\"nginx\"} 2\n"));
     }
 }

@@ -508,11 +508,7 @@ impl Reconciler {
                 templates: self.parts.templates.clone(),
                 metrics: self.parts.metrics.clone(),
             };
-            self.parts
-                .metrics
-                .partition_task_starts
-                .get_or_create(&TopicLabel::of(&tp.topic))
-                .inc();
+            self.parts.metrics.partition_task_started(&tp.topic);
             let handle = self.tasks.spawn(task.run(token.clone()).in_current_span());
             self.task_partitions.insert(handle.id(), tp);
             slot.task = Some(RunningTask {
