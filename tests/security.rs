@@ -65,7 +65,6 @@ drain_timeout = "4s"
 "heartbeat.interval.ms" = "500"
 
 [elasticsearch]
-request_timeout = "5s"
 {elasticsearch}
 
 [batch]
