@@ -29,7 +29,7 @@
 //! min/median), `EXTRA_TOML` (merged into every logingest config),
 //! `PERF` (rows to record with `perf record`), `RUST_LOG` of logingest
 //! (`info`), `ROW_TIMEOUT` (seconds, 900), `DIRECT_BATCH` (2000) and
-//! `DIRECT_CONCURRENCY` (4) of the direct osmem load, `BENCH_LOG_DIR`
+//! `DIRECT_CONCURRENCY` (8, logingest's default `batch.max_in_flight`) of the direct osmem load, `BENCH_LOG_DIR`
 //! (`target/bench-logs`: configs and logs of every process).
 //!
 //! The bench binary is also the floor consumer and the endpoint: started
@@ -93,8 +93,8 @@ enum Sink {
 enum Kind {
     /// The bare consumer.
     Floor,
-    /// osmem-server fed directly (`DIRECT_BATCH` documents per request,
-    /// `DIRECT_CONCURRENCY` in flight).
+    /// osmem-server fed directly (logingest's index template, then
+    /// `DIRECT_BATCH` documents per request, `DIRECT_CONCURRENCY` in flight).
     OsmemDirect,
     /// logingest, with the row's extra configuration.
     Logingest(Sink),
@@ -272,7 +272,7 @@ impl Settings {
             rust_log: env_str("RUST_LOG", "info"),
             row_timeout: Duration::from_secs(env_or("ROW_TIMEOUT", 900)),
             direct_batch: env_or("DIRECT_BATCH", 2000),
-            direct_concurrency: env_or("DIRECT_CONCURRENCY", 4),
+            direct_concurrency: env_or("DIRECT_CONCURRENCY", 8),
             log_dir,
         }
     }
@@ -319,6 +319,10 @@ struct Topic {
     name: String,
     partitions: u32,
     lines: u64,
+    /// When production started (Unix ms) and how long it took: the Kafka
+    /// timestamps of the records, which logingest makes `@timestamp`.
+    produced_at_ms: i64,
+    produce_time: Duration,
 }
 
 /// What one row measured.
@@ -541,6 +545,7 @@ impl Bench {
             let name = unique(&format!("bench-{}", format!("{backlog:?}").to_lowercase()));
             self.stack.create_topic(&name, partitions);
             let before = self.tansu_pid.and_then(procfs::rss).unwrap_or(0);
+            let produced_at_ms = chrono::Utc::now().timestamp_millis();
             let took = produce::produce(
                 &self.stack.brokers,
                 &name,
@@ -569,6 +574,8 @@ impl Bench {
                     name,
                     partitions,
                     lines,
+                    produced_at_ms,
+                    produce_time: took,
                 },
             );
         }
@@ -665,7 +672,14 @@ impl Bench {
             kafka: Kafka<'a>,
         }
         let index = topic.name.to_ascii_lowercase();
-        let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        // Kafka timestamps spread over the production, as logingest sees them.
+        let timestamp = |i: u64| {
+            let ms = topic.produced_at_ms
+                + (topic.produce_time.as_millis() as u64 * i / topic.lines.max(1)) as i64;
+            chrono::DateTime::from_timestamp_millis(ms)
+                .unwrap_or_default()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        };
         let batch = self.settings.direct_batch.max(1) as u64;
         let mut bodies = Vec::new();
         let mut line = Vec::new();
@@ -687,7 +701,7 @@ impl Bench {
                 serde_json::to_writer(
                     &mut body,
                     &Doc {
-                        timestamp: &timestamp,
+                        timestamp: &timestamp(i),
                         message: &String::from_utf8_lossy(&line),
                         kafka: Kafka {
                             topic: &topic.name,
@@ -705,6 +719,27 @@ impl Bench {
         let body_bytes: u64 = bodies.iter().map(|b| b.len() as u64).sum();
         let requests = bodies.len() as u64;
         let (es, pid) = start_osmem();
+        // The index template logingest installs first (its mappings decide
+        // osmem's cost per document: `message` as text only, `kafka.topic`
+        // as keyword...).
+        let settings = logingest::registry::TopicSettings::defaults(&topic.name);
+        let templates = logingest::config::IndexTemplateConfig::default();
+        let pattern = settings.template.pattern();
+        let name = logingest::sink::template::template_name(&templates.name_prefix, &pattern);
+        let body = logingest::sink::template::template_body(&pattern, false, templates.priority);
+        let reply = self
+            .http
+            .put(format!("{}/_index_template/{name}", es.url))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !reply.status().is_success() {
+            return Err(format!(
+                "index template refused: {}",
+                reply.text().await.unwrap_or_default()
+            ));
+        }
         let url = format!("{}/_bulk", es.url);
         let started = Instant::now();
         let mut pending = futures::stream::iter(bodies.into_iter().map(|body| {
@@ -808,8 +843,16 @@ impl Bench {
     ) -> Result<Measured, String> {
         let sink = match sink {
             Sink::Instant => {
-                let (mut child, lines) =
-                    spawn_role("endpoint", &[], &self.log_path(row.name, "endpoint.log"));
+                let (mut child, lines) = spawn_role(
+                    "endpoint",
+                    &[(
+                        "BENCH_SAMPLE",
+                        self.log_path(row.name, "sample.ndjson")
+                            .display()
+                            .to_string(),
+                    )],
+                    &self.log_path(row.name, "endpoint.log"),
+                );
                 let port = lines
                     .recv_timeout(Duration::from_secs(20))
                     .ok()

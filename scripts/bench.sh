@@ -19,7 +19,7 @@
 #   EXTRA_TOML=$'[batch]\nmax_documents = 5000' ROWS=instant scripts/bench.sh
 #   PERF=instant ROWS=instant scripts/bench.sh        # perf record of logingest in that row
 # Other knobs: X5 (5), P64 (64), ROW_TIMEOUT (900 s), DIRECT_BATCH (2000),
-# DIRECT_CONCURRENCY (4), RUST_LOG of logingest (info), BENCH_LOG_DIR.
+# DIRECT_CONCURRENCY (8), RUST_LOG of logingest (info), BENCH_LOG_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

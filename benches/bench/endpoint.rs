@@ -14,7 +14,8 @@
 //!
 //! `GET /_bench/stats` returns the counters as JSON (see [`Stats`]). Runs as
 //! a process of its own (environment: `BENCH_PORT`, 0 for any;
-//! `BENCH_ENDPOINT_THREADS`, default 2) and prints `LISTEN <port>`.
+//! `BENCH_ENDPOINT_THREADS`, default 2; `BENCH_SAMPLE`, a file to write the
+//! first two documents received into) and prints `LISTEN <port>`.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -331,6 +332,16 @@ fn bulk(
         if s.stats.first_doc_ns == 0 && !actions.is_empty() {
             s.stats.first_doc_ns = now;
             s.stats.first_request_docs = actions.len() as u64;
+            if let Ok(path) = std::env::var("BENCH_SAMPLE") {
+                // The first two documents as received, to check their shape.
+                let end = body
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| **b == b'\n')
+                    .nth(3)
+                    .map_or(body.len(), |(i, _)| i + 1);
+                let _ = std::fs::write(path, &body[..end]);
+            }
         }
         s.stats.docs += actions.len() as u64;
         items.reserve(actions.len());
