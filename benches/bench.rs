@@ -27,7 +27,8 @@
 //! `P64` (64: partitions of the many-partition row), `ROWS` (rows or groups,
 //! comma-separated; `all`), `REPEAT` (1: rounds of the selected rows, then
 //! min/median), `EXTRA_TOML` (merged into every logingest config),
-//! `PERF` (rows to record with `perf record`), `RUST_LOG` of logingest
+//! `PERF` (rows to record with `perf record`; `PERF_ARGS`, default
+//! `-F 999 -g`, e.g. `--call-graph dwarf`), `RUST_LOG` of logingest
 //! (`info`), `ROW_TIMEOUT` (seconds, 900), `DIRECT_BATCH` (2000) and
 //! `DIRECT_CONCURRENCY` (8, logingest's default `batch.max_in_flight`) of the direct osmem load, `BENCH_LOG_DIR`
 //! (`target/bench-logs`: configs and logs of every process).
@@ -917,7 +918,10 @@ impl Bench {
         let mut perf = self.settings.perf.iter().any(|p| p == row.name).then(|| {
             let data = self.log_path(row.name, "perf.data");
             let mut cmd = Command::new("perf");
-            cmd.args(["record", "-F", "999", "-g", "-o"])
+            let args = env_str("PERF_ARGS", "-F 999 -g");
+            cmd.arg("record")
+                .args(args.split_whitespace())
+                .arg("-o")
                 .arg(&data)
                 .args(["-p", &pid.to_string()]);
             println!(

@@ -18,6 +18,7 @@
 #   REPEAT=3 ROWS=floor,instant scripts/bench.sh      # 3 rounds, medians and spread
 #   EXTRA_TOML=$'[batch]\nmax_documents = 5000' ROWS=instant scripts/bench.sh
 #   PERF=instant ROWS=instant scripts/bench.sh        # perf record of logingest in that row
+#   PERF_ARGS='-F 999 --call-graph dwarf' ...        # (callers through DWARF unwinding)
 # Other knobs: X5 (5), P64 (64), ROW_TIMEOUT (900 s), DIRECT_BATCH (2000),
 # DIRECT_CONCURRENCY (8), RUST_LOG of logingest (info), BENCH_LOG_DIR.
 set -euo pipefail
