@@ -1360,15 +1360,24 @@ async fn orchestrate() {
         println!("spread (min .. max over the rounds):");
         for (row, r) in rows.iter().zip(&runs).filter(|(_, r)| r.len() > 1) {
             let range = |v: Vec<f64>| {
+                if v.is_empty() {
+                    return "—".to_string();
+                }
                 let min = v.iter().copied().fold(f64::INFINITY, f64::min);
                 let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 format!("{min:.2} .. {max:.2}")
             };
             println!(
-                "  {:<14} docs/s after 1st {}; CPU µs/doc {}",
+                "  {:<14} docs/s after 1st {}; CPU µs/doc {}; peak RSS MiB {}; sink CPU µs/doc {}",
                 row.name,
                 range(r.iter().map(|m| m.after_first).collect()),
                 range(r.iter().filter_map(Measured::us_per_doc).collect()),
+                range(
+                    r.iter()
+                        .filter_map(|m| m.rss.map(|b| b as f64 / (1 << 20) as f64))
+                        .collect()
+                ),
+                range(r.iter().filter_map(Measured::sink_us_per_doc).collect()),
             );
         }
     }
