@@ -351,6 +351,9 @@ struct Measured {
     sink_rss: Option<u64>,
     /// CPU seconds of the broker during the row.
     broker_cpu: Option<f64>,
+    /// The machine's 1-minute load average when the row ended (the
+    /// machine may be shared: docs/s suffer first).
+    load: Option<f64>,
     notes: Vec<String>,
 }
 
@@ -1107,6 +1110,7 @@ fn combine(runs: &[Measured]) -> Measured {
     m.sink_cpu = f(&|r| r.sink_cpu);
     m.sink_rss = f(&|r| r.sink_rss.map(|x| x as f64)).map(|x| x as u64);
     m.broker_cpu = f(&|r| r.broker_cpu);
+    m.load = f(&|r| r.load);
     m.notes = runs.iter().flat_map(|r| r.notes.clone()).collect();
     m.notes.dedup();
     m
@@ -1125,9 +1129,9 @@ fn mib(v: Option<u64>) -> String {
 
 fn print_table(results: &[(&Row, Measured)]) {
     println!(
-        "| row | docs | docs/s | docs/s after 1st | CPU s | CPU µs/doc | peak RSS MiB | docs/request | MB sent | sink CPU µs/doc | sink RSS MiB | broker CPU s |"
+        "| row | docs | docs/s | docs/s after 1st | CPU s | CPU µs/doc | peak RSS MiB | docs/request | MB sent | sink CPU µs/doc | sink RSS MiB | broker CPU s | load |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (_, m) in results {
         let sent = match (m.wire_bytes, m.body_bytes) {
             (Some(w), Some(b)) if w != b => {
@@ -1137,7 +1141,7 @@ fn print_table(results: &[(&Row, Measured)]) {
             _ => "—".into(),
         };
         println!(
-            "| {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             m.row,
             m.docs,
             m.overall,
@@ -1150,6 +1154,7 @@ fn print_table(results: &[(&Row, Measured)]) {
             opt(m.sink_us_per_doc(), 2),
             mib(m.sink_rss),
             opt(m.broker_cpu, 1),
+            opt(m.load, 1),
         );
     }
     for (row, m) in results {
@@ -1330,13 +1335,18 @@ async fn orchestrate() {
                 topic.partitions
             );
             match bench.run_row(row).await {
-                Ok(m) => {
+                Ok(mut m) => {
+                    m.load = procfs::load_average()
+                        .split_whitespace()
+                        .next()
+                        .and_then(|l| l.parse().ok());
                     println!(
-                        "  {:.0} docs/s ({:.0} after the first), {} µs CPU/doc, peak RSS {} MiB",
+                        "  {:.0} docs/s ({:.0} after the first), {} µs CPU/doc, peak RSS {} MiB; load average {}",
                         m.overall,
                         m.after_first,
                         opt(m.us_per_doc(), 2),
-                        mib(m.rss)
+                        mib(m.rss),
+                        opt(m.load, 1)
                     );
                     runs[i].push(m);
                 }
