@@ -566,7 +566,7 @@ impl Replay<'_> {
             }
             let items = self.send_batch(reads).await?;
             self.settle(items).await?;
-            self.progress();
+            self.progress(0);
         }
     }
 
@@ -619,7 +619,7 @@ impl Replay<'_> {
                     }
                 }
                 _ = tick.tick() => {
-                    self.progress();
+                    self.progress(answers.len());
                     if let Some(failing) = self.target.failing_for() {
                         if failing > STALL {
                             return Err(DlqError::EsUnreachable {
@@ -731,11 +731,15 @@ impl Replay<'_> {
         Ok(())
     }
 
-    /// Prints the progress line, at most every [`PROGRESS_EVERY`].
-    fn progress(&mut self) {
+    /// Prints the progress line (stderr), at most every
+    /// [`PROGRESS_EVERY`]; `waiting`: letters sent and not answered yet.
+    fn progress(&mut self, waiting: usize) {
         if self.last_progress.elapsed() >= PROGRESS_EVERY {
             self.last_progress = Instant::now();
-            eprintln!("{}", self.tally.progress_line(&self.topic, self.dry_run));
+            eprintln!(
+                "{}",
+                self.tally.progress_line(&self.topic, self.dry_run, waiting)
+            );
         }
     }
 

@@ -93,9 +93,9 @@ impl Tally {
         }
     }
 
-    /// The progress line.
-    pub fn progress_line(&self, topic: &str, dry_run: bool) -> String {
-        format!(
+    /// The progress line; `waiting`: letters sent and not answered yet.
+    pub fn progress_line(&self, topic: &str, dry_run: bool, waiting: usize) -> String {
+        let mut line = format!(
             "dlq replay {topic}: {} read, {} {}, {} refused again, {} not replayable",
             self.read,
             self.replayed,
@@ -106,7 +106,11 @@ impl Tally {
             },
             self.refused_again,
             self.not_replayable
-        )
+        );
+        if waiting > 0 {
+            let _ = write!(line, ", {waiting} waiting for an answer");
+        }
+        line
     }
 
     /// The summary's counting line.
@@ -252,7 +256,10 @@ mod tests {
         assert!(t
             .summary_line("app", "app.dlq", true)
             .ends_with("nothing was written or committed"));
-        assert!(t.progress_line("app", false).contains("1 replayed"));
+        assert!(t.progress_line("app", false, 0).contains("1 replayed"));
+        assert!(t
+            .progress_line("app", false, 7)
+            .ends_with(", 7 waiting for an answer"));
         assert!(!Fate::RefusedAgain(String::new()).is_final());
         assert!(Fate::NotReplayable(String::new()).is_final());
     }
