@@ -459,6 +459,15 @@ async fn a_dry_run_lists_the_letters_and_changes_nothing() {
     stack
         .assert_exactly(&fixed, &[ids[0].clone(), ids[2].clone()])
         .await;
+    // Past the end: nothing (not a reset to the beginning).
+    let out = replay(&config, &topic, &["--from-offset", "0:99"]);
+    assert!(out.status.success(), "replay --from-offset 0:99 failed");
+    assert!(
+        stdout(&out).contains("nothing to replay"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stderr(&out).contains("past the end"), "{}", stderr(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -750,7 +750,7 @@ impl Replay<'_> {
         };
         if self.tally.read == 0 && error.is_none() {
             let after = match &self.letters {
-                Letters::Topic(_) => " after the replay's committed position",
+                Letters::Topic(_) => " from the replay's position",
                 Letters::Index(_) => "",
             };
             println!(

@@ -161,6 +161,33 @@ pub enum Start {
     Beginning,
 }
 
+/// Where `--from-offset offset` starts partition `p`: past the end it
+/// starts at the end (the brokers would answer out of range, and the reset
+/// to the beginning would replay everything), before the start at the
+/// start. Both noted on stderr.
+fn given_start(
+    consumer: &ReplayConsumer,
+    brokers: &str,
+    topic: &str,
+    p: i32,
+    offset: i64,
+) -> Result<Start, DlqError> {
+    let (low, high) = consumer
+        .fetch_watermarks(topic, p, TIMEOUT)
+        .map_err(|e| unreachable(brokers, &e, consumer))?;
+    if offset > high {
+        eprintln!("note: --from-offset {offset} is past the end of {topic}/{p} (offset {high}): starting at the end");
+        return Ok(Start::Given(high));
+    }
+    if offset < low {
+        eprintln!(
+            "note: {topic}/{p} starts at offset {low} (older letters are gone): starting there"
+        );
+        return Ok(Start::Given(low));
+    }
+    Ok(Start::Given(offset))
+}
+
 /// The dead-letter topic, read by the replay group from its position to
 /// the end of each partition.
 pub struct LetterTopic {
@@ -224,7 +251,9 @@ impl LetterTopic {
                     .find(|f| f.partition == Some(p))
                     .or_else(|| from.iter().find(|f| f.partition.is_none()));
                 let start = match (given, committed.get(&p)) {
-                    (Some(f), _) => Start::Given(f.offset),
+                    (Some(f), _) => {
+                        given_start(&task_consumer, &task_brokers, &topic, p, f.offset)?
+                    }
                     (None, Some(&o)) => Start::Committed(o),
                     (None, None) => Start::Beginning,
                 };
