@@ -49,34 +49,6 @@ async fn delete_index(stack: &Stack, index: &str) {
     assert!(response.status().is_success(), "delete index");
 }
 
-/// `_version` of each id in `index` (`None`: absent), read with `_mget`.
-async fn versions(stack: &Stack, index: &str, ids: &[String]) -> BTreeMap<String, Option<u64>> {
-    let reply: Value = reqwest::Client::new()
-        .post(format!("{}/{index}/_mget", stack.es_url))
-        .query(&[("_source", "false")])
-        .json(&json!({ "ids": ids }))
-        .send()
-        .await
-        .expect("mget")
-        .json()
-        .await
-        .expect("mget reply");
-    reply["docs"]
-        .as_array()
-        .expect("docs")
-        .iter()
-        .map(|d| {
-            let id = d["_id"].as_str().expect("_id").to_string();
-            let version = d["found"]
-                .as_bool()
-                .unwrap_or(false)
-                .then(|| d["_version"].as_u64())
-                .flatten();
-            (id, version)
-        })
-        .collect()
-}
-
 /// Produces `values` round robin over `partitions` with [`TIMESTAMP_MS`];
 /// returns their `_id`s.
 async fn produce_at(stack: &Stack, topic: &str, partitions: i32, values: &[&str]) -> Vec<String> {
@@ -226,7 +198,7 @@ async fn dead_letter_some(
             daemon
                 .metric(&series("documents_indexed_total", topic))
                 .await
-                == good as f64
+                == Some(good as f64)
         },
     )
     .await;
@@ -245,13 +217,8 @@ async fn replay_brings_dead_letters_back_after_the_fix_and_a_second_replay_does_
     let options = Options::default();
     let (ids, config) = dead_letter_some(&stack, &topic, 2, &lines, 2, &options).await;
     let rejected = vec![ids[1].clone(), ids[3].clone()];
-    assert_eq!(
-        versions(&stack, &topic, &rejected)
-            .await
-            .values()
-            .flatten()
-            .count(),
-        0,
+    assert!(
+        stack.versions(&topic, &rejected).await.is_empty(),
         "the rejected documents are not indexed"
     );
 
@@ -279,8 +246,8 @@ async fn replay_brings_dead_letters_back_after_the_fix_and_a_second_replay_does_
         assert_eq!(doc["kafka"]["partition"].to_string(), partition);
         assert_eq!(doc["kafka"]["offset"].to_string(), offset);
     }
-    let first = versions(&stack, &topic, &rejected).await;
-    assert!(first.values().all(|v| *v == Some(1)), "{first:?}");
+    stack.assert_exactly(&topic, &rejected).await;
+    let first = stack.versions(&topic, &rejected).await;
     let group = format!("{}-dlq-replay-{topic}", options.group);
     let committed: i64 = stack.committed(&group, &dlq, 2).values().flatten().sum();
     assert_eq!(committed, 2, "both letters committed (offsets start at 0)");
@@ -299,11 +266,11 @@ async fn replay_brings_dead_letters_back_after_the_fix_and_a_second_replay_does_
         stdout(&out)
     );
     assert_eq!(
-        versions(&stack, &topic, &rejected).await,
+        stack.versions(&topic, &rejected).await,
         first,
         "not written again"
     );
-    assert_eq!(stack.count(&topic).await, 2);
+    stack.assert_exactly(&topic, &rejected).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,8 +316,11 @@ async fn letters_refused_again_stay_and_the_position_does_not_pass_them() {
     );
     assert!(stderr(&out).contains("refused again"), "{}", stderr(&out));
     assert_eq!(
-        versions(&stack, &topic, std::slice::from_ref(&crafted)).await[&crafted],
-        Some(1)
+        stack
+            .versions(&topic, std::slice::from_ref(&crafted))
+            .await
+            .get(&crafted),
+        Some(&1)
     );
     let group = format!("{}-dlq-replay-{topic}", options.group);
     assert_eq!(
@@ -422,7 +392,9 @@ async fn a_dry_run_lists_the_letters_and_changes_nothing() {
     assert!(text.contains("dry run: dlq replay"), "{text}");
     assert!(text.contains("2 would be replayed"), "{text}");
     assert!(text.contains("nothing was written or committed"), "{text}");
-    assert_eq!(stack.count(&fixed).await, 0);
+    stack
+        .assert_nothing_indexed(&fixed, "after a dry run")
+        .await;
     let group = format!("{}-dlq-replay-{topic}", options.group);
     assert_eq!(
         stack.committed(&group, &dlq, 1),
@@ -453,12 +425,11 @@ async fn a_dry_run_lists_the_letters_and_changes_nothing() {
         "{}",
         stdout(&out)
     );
-    let v = versions(&stack, &fixed, &[ids[0].clone(), ids[2].clone()]).await;
-    assert_eq!(v[&ids[0]], Some(1));
-    assert_eq!(v[&ids[2]], Some(2));
-    stack
-        .assert_exactly(&fixed, &[ids[0].clone(), ids[2].clone()])
-        .await;
+    let both = [ids[0].clone(), ids[2].clone()];
+    let v = stack.versions(&fixed, &both).await;
+    assert_eq!((v.get(&ids[0]), v.get(&ids[2])), (Some(&1), Some(&2)));
+    // Exactly those two: the one replayed again overwrote its document.
+    stack.assert_delivered(&fixed, &both, 1).await;
     // Past the end: nothing (not a reset to the beginning).
     let out = replay(&config, &topic, &["--from-offset", "0:99"]);
     assert!(out.status.success(), "replay --from-offset 0:99 failed");
@@ -562,7 +533,7 @@ async fn letters_of_the_dead_letter_index_are_replayed_and_deleted() {
     };
     let lines = ["1", "seven", "2", "eight"];
     let (ids, config) = dead_letter_some(&stack, &topic, 1, &lines, 2, &options).await;
-    assert_eq!(stack.count(&dead).await, 2);
+    assert_eq!(stack.count(&dead).await, Some(2));
 
     // Not fixed yet: refused again, and they stay as they are.
     let out = replay(&config, &topic, &["--from-index"]);
@@ -572,7 +543,11 @@ async fn letters_of_the_dead_letter_index_are_replayed_and_deleted() {
         "{}",
         stdout(&out)
     );
-    assert_eq!(stack.count(&dead).await, 2, "letters refused again stay");
+    assert_eq!(
+        stack.count(&dead).await,
+        Some(2),
+        "letters refused again stay"
+    );
     // A reduced letter whose original is gone (no partition 9).
     let gone = format!("{topic}-9-1");
     let body = format!(
@@ -637,10 +612,9 @@ async fn letters_of_the_dead_letter_index_are_replayed_and_deleted() {
         "{}",
         stdout(&out)
     );
-    assert_eq!(
-        versions(&stack, &topic, &[ids[1].clone(), ids[3].clone()]).await,
-        BTreeMap::from([(ids[1].clone(), Some(1)), (ids[3].clone(), Some(1))])
-    );
+    stack
+        .assert_exactly(&topic, &[ids[1].clone(), ids[3].clone()])
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

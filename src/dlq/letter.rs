@@ -10,8 +10,8 @@ use chrono::DateTime;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use serde_json::Value;
 
-use crate::document::document_id;
 use crate::sink::dead_letter::headers;
+use crate::topic::document_id;
 
 /// Header set on a record re-produced by `--to-topic`: the `_id` of the
 /// original record (`<topic>-<partition>-<offset>`), for tracing it back.

@@ -20,7 +20,6 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientConfig;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -30,11 +29,11 @@ use super::source::{Fetched, LetterIndex, LetterTopic, OriginalReader, Start};
 use super::{replay_group, DlqError, ReplayArgs};
 use crate::config::{Config, DeadLetterDestination};
 use crate::document::{Record, Shaper};
-use crate::kafka::offsets::{ChunkId, OffsetTracker};
+use crate::kafka::offsets::OffsetTracker;
 use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
 use crate::registry::admin::{AdminError, RegistryAdmin};
-use crate::sink::chunk::{ChunkBuilder, ChunkOutcome};
+use crate::sink::chunk::{ChunkBuilder, ChunkId, ChunkOutcome};
 use crate::sink::dead_letter::{dead_letter_topic, DeadLetters, Refusal};
 use crate::sink::template::Templates;
 use crate::sink::{Sink, SinkParts};
@@ -258,9 +257,8 @@ struct RunningSink {
     task: JoinHandle<()>,
     refusals: mpsc::UnboundedReceiver<Refusal>,
     budget: MemoryBudget,
-    /// Chunk ids (the sink only tells chunks apart by them).
-    ids: OffsetTracker,
-    next_id: i64,
+    /// The next chunk id (the sink only tells chunks apart by them).
+    next_id: u64,
 }
 
 /// Replays into Elasticsearch through the normal path.
@@ -327,7 +325,6 @@ impl IndexTarget {
             task,
             refusals,
             budget,
-            ids: OffsetTracker::new(0),
             next_id: 0,
         }));
         Ok(target)
@@ -362,7 +359,8 @@ impl IndexTarget {
             .budget
             .reserve(raw.saturating_mul(2).saturating_add(LETTER_OVERHEAD))
             .await;
-        let id = chunk_id(&mut sink.ids, &mut sink.next_id);
+        let id = ChunkId::new(sink.next_id);
+        sink.next_id += 1;
         let (answer, receive) = oneshot::channel::<ChunkOutcome>();
         if !sink.sink.submit(chunk.seal(id, reservation, answer, false)) {
             return Err(DlqError::SinkStopped);
@@ -375,18 +373,6 @@ impl IndexTarget {
                 Err(_) => Err(DlqError::SinkStopped),
             }
         }))
-    }
-}
-
-/// A fresh chunk id (acknowledged at once: the tracker only numbers).
-fn chunk_id(ids: &mut OffsetTracker, next: &mut i64) -> ChunkId {
-    loop {
-        ids.read(*next);
-        *next += 1;
-        if let Some(id) = ids.seal() {
-            ids.ack(id);
-            return id;
-        }
     }
 }
 
@@ -417,18 +403,16 @@ impl TopicTarget {
         let producer = if dry_run {
             None
         } else {
-            let mut cfg = ClientConfig::new();
-            crate::kafka::security::apply_producer_connection(&config.kafka, &mut cfg);
+            // The settings of the dead-letter producer: the consumer's
+            // brokers, TLS and SASL, idempotent.
             Some(
-                cfg.set("bootstrap.servers", &brokers)
-                    .set("enable.idempotence", "true")
-                    .set("message.timeout.ms", "30000")
-                    .create::<FutureProducer>()
-                    .map_err(|e| DlqError::Kafka {
+                crate::kafka::security::dead_letter_producer(&config.kafka).map_err(|e| {
+                    DlqError::Kafka {
                         brokers: brokers.clone(),
                         what: "creating the producer".into(),
                         reason: e.to_string(),
-                    })?,
+                    }
+                })?,
             )
         };
         Ok(Self {
@@ -696,7 +680,7 @@ impl Replay<'_> {
                 .unwrap_or_else(|| Fate::RefusedAgain("no answer".into()));
             let id = item
                 .original
-                .map(|(p, o)| crate::document::document_id(&self.topic, p, o));
+                .map(|(p, o)| crate::topic::document_id(&self.topic, p, o));
             self.tally.record(&item.at, id, item.size, &fate);
             if fate.is_final() {
                 if let Some((partition, chunk)) = item.ticket {

@@ -9,24 +9,24 @@
 //! brokers that auto-create topics (tansu does) would create it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use elasticsearch::http::Method;
 use elasticsearch::Elasticsearch;
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use tracing::{debug, warn};
 
 use super::letter::{self, Payload, Read};
 use super::{DlqError, FromOffset};
 use crate::config::KafkaConfig;
+use crate::kafka::client::RecordingContext;
 
 /// Deadline of one metadata, offsets or commit request.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,43 +41,7 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The `client.id` of the replay's Kafka clients.
 const CLIENT_ID: &str = "logingest-dlq-replay";
 
-/// Keeps librdkafka's messages at debug level and remembers the last
-/// warning, to explain a failure.
-#[derive(Default)]
-pub struct QuietContext {
-    last_error: Mutex<Option<String>>,
-}
-
-impl QuietContext {
-    fn last_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    fn remember(&self, text: String) {
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
-    }
-}
-
-impl ClientContext for QuietContext {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        debug!(target: "librdkafka", facility = fac, ?level, "{log_message}");
-        if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
-            self.remember(log_message.to_string());
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        debug!(target: "librdkafka", error = %error, "{reason}");
-        self.remember(reason.to_string());
-    }
-}
-
-impl ConsumerContext for QuietContext {}
-
-type ReplayConsumer = BaseConsumer<QuietContext>;
+type ReplayConsumer = BaseConsumer<RecordingContext>;
 
 /// Runs a blocking librdkafka call off the runtime's workers.
 async fn blocking<T: Send + 'static>(
@@ -94,24 +58,18 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// A consumer with the connection settings of `logingest run` (TLS, SASL,
-/// `kafka.options`), in `group`, that never commits on its own.
+/// `kafka.options`), in `group`, that never commits on its own and reports
+/// the end of each partition.
 fn consumer(kafka: &KafkaConfig, group: &str, reset: &str) -> Result<ReplayConsumer, DlqError> {
     let config = KafkaConfig {
-        static_membership: false,
         group_id: group.to_string(),
         ..kafka.clone()
     };
-    let mut cfg = crate::kafka::consumer::client_config(
-        &config,
-        CLIENT_ID,
-        crate::kafka::Prefetch::for_budget(64 << 20),
-    );
-    cfg.set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
+    let mut cfg = crate::kafka::client::admin_consumer(&config, CLIENT_ID);
+    cfg.set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
-        .set("statistics.interval.ms", "0")
         .set("auto.offset.reset", reset);
-    cfg.create_with_context(QuietContext::default())
+    cfg.create_with_context(RecordingContext::default())
         .map_err(|e| DlqError::Kafka {
             brokers: kafka.brokers.join(","),
             what: "creating a consumer".into(),
