@@ -737,4 +737,24 @@ async fn unknown_topics_and_unreachable_services_are_clear_errors() {
         "{}",
         stderr(&out)
     );
+    let text = std::fs::read_to_string(&config).expect("config");
+    for (what, from, needle) in [
+        (
+            "etcd",
+            stack.etcd_url.clone(),
+            "cannot read the registry from etcd",
+        ),
+        ("kafka", stack.brokers.clone(), "cannot reach Kafka"),
+    ] {
+        let path = config.with_extension(format!("no-{what}.toml"));
+        let to = if what == "etcd" {
+            format!("http://127.0.0.1:{closed}")
+        } else {
+            format!("127.0.0.1:{closed}")
+        };
+        std::fs::write(&path, text.replace(&from, &to)).expect("write config");
+        let out = replay(&path, &topic, &[]);
+        assert_eq!(out.status.code(), Some(5), "{what} unreachable: exit 5");
+        assert!(stderr(&out).contains(needle), "{}", stderr(&out));
+    }
 }
