@@ -233,8 +233,8 @@ impl Shaper {
                         offset: record.offset,
                         key: record.key,
                         value: record.value,
+                        timestamp_ms: record.timestamp_ms,
                     },
-                    record.timestamp_ms,
                 );
                 Ok(())
             }

@@ -14,6 +14,8 @@
 //! * [`memory`]: the process-wide budget of buffered bytes;
 //! * [`fleet`]: the fleet-wide view of `logingest status`;
 //! * [`readback`]: `logingest search` and `logingest tail` (reading back);
+//! * [`dlq`]: `logingest dlq replay` (dead letters back through the normal
+//!   path);
 //! * [`http`], [`health`] and [`metrics`]: health, readiness and Prometheus
 //!   metrics;
 //! * [`app`]: wiring everything together for `logingest run`;
@@ -23,6 +25,7 @@ pub mod app;
 pub mod backoff;
 pub mod check;
 pub mod config;
+pub mod dlq;
 pub mod document;
 pub mod fault;
 pub mod fleet;

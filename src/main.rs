@@ -1,5 +1,5 @@
 //! The `logingest` command line: `run`, `topics`, `status`, `check-config`,
-//! `search`, `tail`.
+//! `search`, `tail`, `dlq replay`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -64,6 +64,12 @@ enum Command {
     /// Print the last documents of a topic (or index), oldest first; with
     /// -f, follow new ones as they are indexed.
     Tail(logingest::readback::tail::TailArgs),
+    /// Dead letters: `dlq replay TOPIC` sends them back through the normal
+    /// path once their cause is fixed.
+    Dlq {
+        #[command(subcommand)]
+        command: logingest::dlq::DlqCommand,
+    },
     /// Validate a configuration file and print it with secrets redacted.
     CheckConfig {
         /// The TOML configuration file.
@@ -194,6 +200,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let config = load(args.common.config.as_ref())?;
             Ok(logingest::readback::tail::run(&config, &args).await?)
         }
+        Command::Dlq { command } => {
+            let logingest::dlq::DlqCommand::Replay(args) = &command;
+            let config = load(args.config.as_ref())?;
+            Ok(logingest::dlq::run(&config, &command).await?)
+        }
         Command::CheckConfig { config, connect } => {
             let config = Config::load(&config)?;
             print!("{}", config.to_redacted_toml());
@@ -222,8 +233,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            // search and tail tell their failures apart (see readback).
-            e.downcast_ref::<logingest::readback::ReadbackError>()
+            // search, tail and dlq replay tell their failures apart (see
+            // readback and dlq).
+            if let Some(e) = e.downcast_ref::<logingest::readback::ReadbackError>() {
+                return ExitCode::from(e.exit_code());
+            }
+            e.downcast_ref::<logingest::dlq::DlqError>()
                 .map_or(ExitCode::FAILURE, |e| ExitCode::from(e.exit_code()))
         }
     }

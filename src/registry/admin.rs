@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use etcd_client::{Client, GetOptions};
 use serde_json::json;
 
-use super::{parse_topic_value, RegistryError, RegistryState};
+use super::{parse_topic_value, DesiredTopics, RegistryError, RegistryState};
 use crate::config::EtcdConfig;
 use crate::topic::{validate_index, validate_topic};
 
@@ -84,6 +84,20 @@ impl RegistryAdmin {
     pub async fn list(
         &mut self,
     ) -> Result<(BTreeMap<String, String>, Vec<(String, RegistryError)>), AdminError> {
+        let (desired, errors) = self.desired().await?;
+        let topics = desired
+            .into_iter()
+            .map(|(topic, settings)| (topic, settings.index.clone()))
+            .collect();
+        Ok((topics, errors))
+    }
+
+    /// The desired topics with their full settings, as the daemon would
+    /// apply them now; invalid keys are listed as errors (a key whose value
+    /// is invalid contributes nothing here: there is no last good value).
+    pub async fn desired(
+        &mut self,
+    ) -> Result<(DesiredTopics, Vec<(String, RegistryError)>), AdminError> {
         let mut kvs = Vec::new();
         let response = self
             .client
@@ -114,12 +128,7 @@ impl RegistryAdmin {
         }
         let mut state = RegistryState::new(&self.config.prefix, &self.config.collector_keys);
         let errors = state.replace_all(kvs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
-        let topics = state
-            .desired()
-            .into_iter()
-            .map(|(topic, settings)| (topic, settings.index.clone()))
-            .collect();
-        Ok((topics, errors))
+        Ok((state.desired(), errors))
     }
 }
 

@@ -50,6 +50,7 @@ struct DocEntry {
     lines: Range<u32>,
     key: Option<Range<u32>>,
     value: Option<Range<u32>>,
+    timestamp_ms: Option<i64>,
 }
 
 /// A record as it was read from Kafka, for dead-lettering it.
@@ -61,6 +62,8 @@ pub struct RawRecord<'a> {
     pub key: Option<&'a [u8]>,
     /// Its value.
     pub value: Option<&'a [u8]>,
+    /// Its Kafka timestamp (ms since the epoch), when it has one.
+    pub timestamp_ms: Option<i64>,
 }
 
 /// A chunk being filled by its partition task.
@@ -105,12 +108,7 @@ impl ChunkBuilder {
 
     /// Records the document whose lines were written since `mark`, with the
     /// raw record.
-    pub fn commit_document(
-        &mut self,
-        mark: usize,
-        record: RawRecord<'_>,
-        kafka_timestamp_ms: Option<i64>,
-    ) {
+    pub fn commit_document(&mut self, mark: usize, record: RawRecord<'_>) {
         let mut keep = |bytes: Option<&[u8]>| {
             bytes.map(|b| {
                 let start = self.raw.len() as u32;
@@ -125,8 +123,9 @@ impl ChunkBuilder {
             lines: mark as u32..self.body.len() as u32,
             key,
             value,
+            timestamp_ms: record.timestamp_ms,
         });
-        if let Some(ts) = kafka_timestamp_ms {
+        if let Some(ts) = record.timestamp_ms {
             self.oldest_timestamp_ms = Some(self.oldest_timestamp_ms.map_or(ts, |o| o.min(ts)));
         }
         self.started.get_or_insert_with(Instant::now);
@@ -256,6 +255,7 @@ impl Chunk {
             offset: doc.offset,
             key: slice(&doc.key),
             value: slice(&doc.value),
+            timestamp_ms: doc.timestamp_ms,
         }
     }
 

@@ -4,8 +4,9 @@
 //! dropped.
 //!
 //! A dead letter carries the record's original key and value and, in Kafka
-//! headers (or document fields), its topic, partition, offset and the
-//! rejection reason. Delivery outcomes:
+//! headers (or document fields), its topic, partition, offset, Kafka
+//! timestamp and the rejection reason — what `logingest dlq replay` needs to
+//! rebuild the same document. Delivery outcomes:
 //!
 //! * **unreachable** destination (broker down, timeout, 5xx): waited for,
 //!   with backoff, without limit — the partition's offset moves past a
@@ -19,6 +20,10 @@
 //! * the reduced form refused for good too: logged at error level with the
 //!   topic, partition and offset, and counted
 //!   (`logingest_dead_letters_refused_total`); the partition moves on.
+//!
+//! The replay itself sends through the sink with a *reporting* destination
+//! ([`DeadLetters::reporting`]): a document refused again is handed back to
+//! the replay instead of being dead-lettered a second time.
 
 use std::time::Duration;
 
@@ -30,6 +35,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 use tracing::{error, warn};
 
 use super::chunk::RawRecord;
@@ -52,6 +58,10 @@ pub mod headers {
     pub const OFFSET: &str = "logingest.offset";
     /// Why Elasticsearch rejected the document.
     pub const ERROR: &str = "logingest.error";
+    /// The source record's Kafka timestamp (decimal milliseconds since the
+    /// epoch), when it had one; the dead letter's own timestamp is the time
+    /// it was written (so that retention counts from then).
+    pub const TIMESTAMP: &str = "logingest.timestamp";
     /// Present (`true`) on a reduced dead letter, whose value is the JSON
     /// description of the record instead of the record.
     pub const REDUCED: &str = "logingest.reduced";
@@ -80,6 +90,7 @@ impl DeadLetter<'_> {
             "topic": &*self.partition.topic,
             "partition": self.partition.partition,
             "offset": self.record.offset,
+            "timestamp": self.record.timestamp_ms,
             "original_size": value.len(),
             "key_size": self.record.key.map(<[u8]>::len),
             "value_prefix": String::from_utf8_lossy(prefix),
@@ -108,6 +119,19 @@ enum Destination {
         index: String,
     },
     Nowhere,
+    Report(mpsc::UnboundedSender<Refusal>),
+}
+
+/// A document refused for good, handed back by a reporting
+/// [`DeadLetters`] instead of being dead-lettered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Where the record was read.
+    pub partition: TopicPartition,
+    /// Its offset.
+    pub offset: i64,
+    /// Why Elasticsearch refused it.
+    pub reason: String,
 }
 
 /// Sends dead letters to the configured destination.
@@ -153,9 +177,37 @@ impl DeadLetters {
         }
     }
 
+    /// A destination that writes nothing and hands every refused document
+    /// to the returned receiver (for `logingest dlq replay`: a letter
+    /// refused again stays where it is and is reported, never dead-lettered
+    /// twice). Nothing is logged or counted as dead-lettered.
+    pub fn reporting(
+        retry: RetryConfig,
+        metrics: Metrics,
+    ) -> (Self, mpsc::UnboundedReceiver<Refusal>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let letters = Self {
+            destination: Destination::Report(sender),
+            retry,
+            metrics,
+        };
+        (letters, receiver)
+    }
+
     /// Delivers every letter (in full, else reduced, else logged); returns
     /// once each is settled, waiting out unreachable destinations.
     pub async fn send(&self, letters: &[DeadLetter<'_>]) {
+        if let Destination::Report(sender) = &self.destination {
+            for letter in letters {
+                // The receiver gone means nobody waits for the answer.
+                let _ = sender.send(Refusal {
+                    partition: letter.partition.clone(),
+                    offset: letter.record.offset,
+                    reason: letter.reason.to_string(),
+                });
+            }
+            return;
+        }
         for letter in letters {
             let topic = &letter.partition.topic;
             error!(
@@ -243,7 +295,7 @@ impl DeadLetters {
         reduced: Option<&Value>,
     ) -> Result<(), DeliveryError> {
         match &self.destination {
-            Destination::Nowhere => Ok(()),
+            Destination::Nowhere | Destination::Report(_) => Ok(()),
             Destination::Kafka { producer, topic } => {
                 self.produce(producer, topic, letter, reduced).await
             }
@@ -264,6 +316,7 @@ impl DeadLetters {
         let dlq_topic = dead_letter_topic(template, &tp.topic);
         let partition_text = tp.partition.to_string();
         let offset_text = letter.record.offset.to_string();
+        let timestamp_text = letter.record.timestamp_ms.map(|ms| ms.to_string());
         let mut headers = OwnedHeaders::new()
             .insert(Header {
                 key: headers::TOPIC,
@@ -281,6 +334,12 @@ impl DeadLetters {
                 key: headers::ERROR,
                 value: Some(letter.reason.as_bytes()),
             });
+        if let Some(timestamp) = &timestamp_text {
+            headers = headers.insert(Header {
+                key: headers::TIMESTAMP,
+                value: Some(timestamp.as_bytes()),
+            });
+        }
         let reduced_value = reduced.map(Value::to_string);
         if reduced.is_some() {
             headers = headers.insert(Header {
@@ -336,7 +395,12 @@ async fn index_letter(
         Some(reduced) => json!({
             "@timestamp": now,
             "message": reduced["value_prefix"],
-            "kafka": {"topic": &*tp.topic, "partition": tp.partition, "offset": letter.record.offset},
+            "kafka": {
+                "topic": &*tp.topic,
+                "partition": tp.partition,
+                "offset": letter.record.offset,
+                "timestamp": letter.record.timestamp_ms,
+            },
             "error": {"reason": letter.reason, "refused": reduced["refused"]},
             "reduced": true,
             "original_size": reduced["original_size"],
@@ -348,6 +412,7 @@ async fn index_letter(
                 "topic": &*tp.topic,
                 "partition": tp.partition,
                 "offset": letter.record.offset,
+                "timestamp": letter.record.timestamp_ms,
                 "key": letter.record.key.map(String::from_utf8_lossy),
             },
             "error": {"reason": letter.reason},
@@ -418,6 +483,7 @@ mod tests {
                 offset: 77,
                 key: Some(b"k"),
                 value: Some(&value),
+                timestamp_ms: Some(1_700_000_000_000),
             },
             reason: "413 request entity too large",
         };
@@ -435,6 +501,40 @@ mod tests {
             Some(REDUCED_VALUE_PREFIX)
         );
         assert!(reduced.to_string().len() < 2 * REDUCED_VALUE_PREFIX);
+    }
+
+    #[tokio::test]
+    async fn a_reporting_destination_hands_refusals_back_and_writes_nothing() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Metrics::new(&mut registry, "test");
+        let (letters, mut refusals) = DeadLetters::reporting(RetryConfig::default(), metrics);
+        let tp = TopicPartition::new("app", 1);
+        let letter = DeadLetter {
+            partition: &tp,
+            record: RawRecord {
+                offset: 9,
+                key: None,
+                value: Some(b"x"),
+                timestamp_ms: None,
+            },
+            reason: "400 mapper_parsing_exception",
+        };
+        letters.send(&[letter]).await;
+        assert_eq!(
+            refusals.try_recv().ok(),
+            Some(Refusal {
+                partition: tp.clone(),
+                offset: 9,
+                reason: "400 mapper_parsing_exception".into(),
+            })
+        );
+        assert!(refusals.try_recv().is_err());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            !text.contains("documents_dead_lettered_total{"),
+            "not counted as dead-lettered: {text}"
+        );
     }
 
     #[test]
