@@ -148,8 +148,6 @@ struct Loop {
     chunk: ChunkBuilder,
     /// Memory reserved for the open chunk.
     reservation: Reservation,
-    /// Sizes of the last chunk, to size the next one.
-    last_chunk: (usize, usize),
     answers: FuturesUnordered<Answer>,
     /// Oldest Kafka timestamp of each chunk not yet answered.
     waiting: std::collections::BTreeMap<ChunkId, Option<i64>>,
@@ -190,7 +188,6 @@ impl PartitionTask {
             shaper: Shaper::new(self.settings.clone(), tp.clone()),
             chunk: ChunkBuilder::new(tp.clone(), 64, 16 << 10),
             reservation: self.budget.empty(),
-            last_chunk: (64, 16 << 10),
             answers: FuturesUnordered::new(),
             waiting: Default::default(),
             counters: Counters {
@@ -231,7 +228,7 @@ impl PartitionTask {
                     }
                     state.reservation.merge(reservation);
                     if let Some(message) = held.take() {
-                        if let Step::Stop = self.take(&mut state, &message, true) {
+                        if let Step::Stop = self.take(&mut state, &message) {
                             stop = true;
                         }
                     }
@@ -249,7 +246,7 @@ impl PartitionTask {
                 message = stream.next(), if held.is_none() => match message {
                     Some(Ok(message)) => {
                         consecutive_errors = 0;
-                        let first = match self.take(&mut state, &message, false) {
+                        let first = match self.take(&mut state, &message) {
                             Step::Written => Ok(None),
                             Step::NeedMemory(need) => {
                                 held = Some(message);
@@ -311,9 +308,11 @@ impl PartitionTask {
     }
 
     /// The budget is spent: hands the open chunk to the sink (so its memory
-    /// can come back) and waits for `need` bytes.
-    fn block(&self, state: &mut Loop, need: usize) -> MemoryWait {
+    /// can come back) and waits for the held record's `estimate` and the
+    /// next chunk's first allocation.
+    fn block(&self, state: &mut Loop, estimate: usize) -> MemoryWait {
         self.submit(state, false);
+        let need = estimate + state.chunk.pending_allocation();
         let budget = self.budget.clone();
         Box::pin(async move { budget.reserve(need).await })
     }
@@ -329,7 +328,7 @@ impl PartitionTask {
     ) -> Result<Option<usize>, ()> {
         for _ in 0..BURST {
             match stream.next().now_or_never() {
-                Some(Some(Ok(message))) => match self.take(state, &message, false) {
+                Some(Some(Ok(message))) => match self.take(state, &message) {
                     Step::Written => {}
                     Step::NeedMemory(need) => {
                         *held = Some(message);
@@ -345,17 +344,24 @@ impl PartitionTask {
         Ok(None)
     }
 
-    /// Writes one message into the open chunk, reserving its memory first
-    /// (unless `reserved`: the caller just obtained it).
-    fn take(&self, state: &mut Loop, message: &BorrowedMessage<'_>, reserved: bool) -> Step {
+    /// Writes one message into the open chunk, reserving its memory first.
+    ///
+    /// The chunk's reservation follows what it really holds (allocated
+    /// capacity): before a record, enough for what it holds plus the
+    /// record's estimate (its raw copy, its encoded lines); after it, any
+    /// growth beyond that (a buffer that doubled) when the budget has it —
+    /// else the next record waits for it.
+    fn take(&self, state: &mut Loop, message: &BorrowedMessage<'_>) -> Step {
         let key = message.key();
         let value = message.payload();
         let raw = key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len);
-        if !reserved {
-            let need = 2 * raw + RECORD_OVERHEAD + state.tp.topic.len();
-            match self.budget.try_reserve(need) {
+        let estimate = 2 * raw + RECORD_OVERHEAD + state.tp.topic.len();
+        let shortfall = (state.chunk.footprint() + state.chunk.pending_allocation() + estimate)
+            .saturating_sub(state.reservation.bytes());
+        if shortfall > 0 {
+            match self.budget.try_reserve(shortfall) {
                 Some(r) => state.reservation.merge(r),
-                None => return Step::NeedMemory(need),
+                None => return Step::NeedMemory(estimate),
             }
         }
         let offset = message.offset();
@@ -381,6 +387,15 @@ impl PartitionTask {
             error!(partition = %state.tp, offset, error = %e, "cannot encode record; stopping the partition task");
             return Step::Stop;
         }
+        let grown = state
+            .chunk
+            .footprint()
+            .saturating_sub(state.reservation.bytes());
+        if grown > 0 {
+            if let Some(r) = self.budget.try_reserve(grown) {
+                state.reservation.merge(r);
+            }
+        }
         state.counters.read.inc();
         state.counters.bytes_read.inc_by(raw as u64);
         self.status.set_read(offset + 1);
@@ -397,15 +412,10 @@ impl PartitionTask {
         let Some(id) = state.tracker.seal() else {
             return;
         };
-        let (docs, bytes) = (state.chunk.len(), state.chunk.bytes());
-        state.last_chunk = (docs.max(16), bytes.max(4096));
+        let sizes = state.chunk.sizes(self.batch.max_bytes);
         let builder = std::mem::replace(
             &mut state.chunk,
-            ChunkBuilder::new(
-                state.tp.clone(),
-                state.last_chunk.0,
-                state.last_chunk.1.min(self.batch.max_bytes),
-            ),
+            ChunkBuilder::sized(state.tp.clone(), sizes),
         );
         let reservation = std::mem::replace(&mut state.reservation, self.budget.empty());
         let (answer, receive) = oneshot::channel();

@@ -70,6 +70,9 @@ pub struct RawRecord<'a> {
 #[derive(Debug)]
 pub struct ChunkBuilder {
     partition: TopicPartition,
+    /// Capacities to allocate at the first document (documents, body bytes,
+    /// raw bytes; from the last chunk): an empty builder holds no memory.
+    hint: (usize, usize, usize),
     body: Vec<u8>,
     docs: Vec<DocEntry>,
     raw: Vec<u8>,
@@ -78,12 +81,19 @@ pub struct ChunkBuilder {
 }
 
 impl ChunkBuilder {
-    /// An empty chunk of `partition`, sized for `documents` and `bytes`.
+    /// An empty chunk of `partition`, to be sized for `documents` and
+    /// `bytes` when its first document is written.
     pub fn new(partition: TopicPartition, documents: usize, bytes: usize) -> Self {
+        Self::sized(partition, (documents, bytes, bytes / 2))
+    }
+
+    /// An empty chunk sized like a previous one ([`ChunkBuilder::sizes`]).
+    pub fn sized(partition: TopicPartition, hint: (usize, usize, usize)) -> Self {
         Self {
             partition,
-            body: Vec::with_capacity(bytes),
-            docs: Vec::with_capacity(documents),
+            hint,
+            body: Vec::new(),
+            docs: Vec::new(),
             raw: Vec::new(),
             oldest_timestamp_ms: None,
             started: None,
@@ -93,7 +103,30 @@ impl ChunkBuilder {
     /// The body being written: the encoder appends one document's two lines
     /// and then calls [`ChunkBuilder::commit_document`].
     pub fn body_mut(&mut self) -> &mut Vec<u8> {
+        if self.body.capacity() == 0 {
+            self.body.reserve(self.hint.1);
+            self.docs.reserve(self.hint.0);
+            self.raw.reserve(self.hint.2);
+        }
         &mut self.body
+    }
+
+    /// Bytes the first document will allocate (the hinted capacities; 0
+    /// once allocated).
+    pub fn pending_allocation(&self) -> usize {
+        if self.body.capacity() == 0 {
+            self.hint.1 + self.hint.2 + self.hint.0 * std::mem::size_of::<DocEntry>()
+        } else {
+            0
+        }
+    }
+
+    /// Heap bytes the chunk holds (allocated capacity, not length): what it
+    /// must have reserved from the memory budget.
+    pub fn footprint(&self) -> usize {
+        self.body.capacity()
+            + self.raw.capacity()
+            + self.docs.capacity() * std::mem::size_of::<DocEntry>()
     }
 
     /// Where the next document's lines start.
@@ -129,6 +162,19 @@ impl ChunkBuilder {
             self.oldest_timestamp_ms = Some(self.oldest_timestamp_ms.map_or(ts, |o| o.min(ts)));
         }
         self.started.get_or_insert_with(Instant::now);
+    }
+
+    /// Sizes for the next chunk of the same partition: what this one holds,
+    /// an eighth more (the next burst may be a little larger), so that it
+    /// rarely reallocates; capped by `max_bytes`.
+    pub fn sizes(&self, max_bytes: usize) -> (usize, usize, usize) {
+        let more = |n: usize| n + n / 8;
+        let cap = max_bytes + max_bytes / 8;
+        (
+            more(self.docs.len()).max(16),
+            more(self.body.len()).clamp(4096, cap),
+            more(self.raw.len()).min(cap),
+        )
     }
 
     /// Documents written.
@@ -231,6 +277,13 @@ impl Chunk {
     /// The whole body (cheap to clone).
     pub fn body(&self) -> &Bytes {
         &self.body
+    }
+
+    /// Replaces the body by the same bytes held elsewhere (a slice of the
+    /// request body the chunk was copied into), freeing its own copy.
+    pub fn share_body(&mut self, body: Bytes) {
+        debug_assert_eq!(body, self.body);
+        self.body = body;
     }
 
     /// The two lines of the document at `position`.

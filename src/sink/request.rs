@@ -95,8 +95,10 @@ impl Request {
     }
 
     /// The body carrying `docs`: whole chunks back to back when `docs` is
-    /// the request's every document in order, else their lines.
-    pub fn body(&self, docs: &[DocRef]) -> Bytes {
+    /// the request's every document in order, else their lines. After the
+    /// first, whole body the chunks share it instead of keeping their own
+    /// copies, so a request in flight holds its documents once.
+    pub fn body(&mut self, docs: &[DocRef]) -> Bytes {
         // `docs` never repeats a document and keeps the request's order, so
         // all of them with every chunk still present is the whole request.
         let whole = docs.len() == self.documents && self.chunks.iter().all(Option::is_some);
@@ -108,7 +110,14 @@ impl Request {
             for chunk in self.chunks.iter().flatten() {
                 body.put_slice(chunk.body());
             }
-            return body.freeze();
+            let body = body.freeze();
+            let mut start = 0;
+            for chunk in self.chunks.iter_mut().flatten() {
+                let end = start + chunk.bytes();
+                chunk.share_body(body.slice(start..end));
+                start = end;
+            }
+            return body;
         }
         let mut body = BytesMut::new();
         for d in docs {
