@@ -64,6 +64,11 @@ const RECORD_OVERHEAD: usize = 160;
 /// answers and cancellation again.
 const BURST: usize = 4096;
 
+/// Memory is reserved from the budget in slabs of this size (when the
+/// budget has them), not per record: fewer atomic operations on the shared
+/// budget; a task holds at most one slab it has not used yet.
+const RESERVATION_SLAB: usize = 64 << 10;
+
 /// What a finished task leaves behind for the next one on the same queue.
 #[derive(Debug)]
 pub struct TaskExit {
@@ -152,6 +157,12 @@ struct Loop {
     /// Oldest Kafka timestamp of each chunk not yet answered.
     waiting: std::collections::BTreeMap<ChunkId, Option<i64>>,
     counters: Counters,
+    /// Records and bytes read since the counters were last updated (once
+    /// per chunk, not per record).
+    uncounted: (u64, u64),
+    /// The ingest time of this burst: the `@timestamp` of records without
+    /// a usable Kafka timestamp.
+    now: chrono::DateTime<Utc>,
     first_ack_seen: bool,
     started: Instant,
 }
@@ -195,6 +206,8 @@ impl PartitionTask {
                 bytes_read: self.metrics.bytes_read.get_or_create(&label).clone(),
                 indexed: self.metrics.documents_indexed.get_or_create(&label).clone(),
             },
+            uncounted: (0, 0),
+            now: Utc::now(),
             first_ack_seen: false,
             started: Instant::now(),
             tp,
@@ -227,6 +240,7 @@ impl PartitionTask {
                         self.control.resume(&state.tp);
                     }
                     state.reservation.merge(reservation);
+                    state.now = Utc::now();
                     if let Some(message) = held.take() {
                         if let Step::Stop = self.take(&mut state, &message) {
                             stop = true;
@@ -246,6 +260,7 @@ impl PartitionTask {
                 message = stream.next(), if held.is_none() => match message {
                     Some(Ok(message)) => {
                         consecutive_errors = 0;
+                        state.now = Utc::now();
                         let first = match self.take(&mut state, &message) {
                             Step::Written => Ok(None),
                             Step::NeedMemory(need) => {
@@ -359,7 +374,11 @@ impl PartitionTask {
         let shortfall = (state.chunk.footprint() + state.chunk.pending_allocation() + estimate)
             .saturating_sub(state.reservation.bytes());
         if shortfall > 0 {
-            match self.budget.try_reserve(shortfall) {
+            let slab = self
+                .budget
+                .try_reserve(shortfall.max(RESERVATION_SLAB))
+                .or_else(|| self.budget.try_reserve(shortfall));
+            match slab {
                 Some(r) => state.reservation.merge(r),
                 None => return Step::NeedMemory(estimate),
             }
@@ -381,7 +400,7 @@ impl PartitionTask {
             value,
             timestamp_ms: message.timestamp().to_millis(),
         };
-        if let Err(e) = state.shaper.write(&mut state.chunk, &record, Utc::now()) {
+        if let Err(e) = state.shaper.write(&mut state.chunk, &record, state.now) {
             // Serialising owned text cannot fail; if it ever does, stop
             // rather than skip the record.
             error!(partition = %state.tp, offset, error = %e, "cannot encode record; stopping the partition task");
@@ -396,8 +415,8 @@ impl PartitionTask {
                 state.reservation.merge(r);
             }
         }
-        state.counters.read.inc();
-        state.counters.bytes_read.inc_by(raw as u64);
+        state.uncounted.0 += 1;
+        state.uncounted.1 += raw as u64;
         self.status.set_read(offset + 1);
         if state.chunk.len() >= self.batch.max_documents
             || state.chunk.bytes() >= self.batch.max_bytes
@@ -409,6 +428,11 @@ impl PartitionTask {
 
     /// Hands the open chunk (if any) to the sink.
     fn submit(&self, state: &mut Loop, urgent: bool) {
+        let (records, bytes) = std::mem::take(&mut state.uncounted);
+        if records > 0 {
+            state.counters.read.inc_by(records);
+            state.counters.bytes_read.inc_by(bytes);
+        }
         let Some(id) = state.tracker.seal() else {
             return;
         };

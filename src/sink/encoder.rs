@@ -150,9 +150,7 @@ impl EntryEncoder {
         out.extend_from_slice(b"{\"@timestamp\":\"");
         self.timestamps.write(out, timestamp_ms);
         out.extend_from_slice(b"\",\"message\":");
-        let message = value.map(String::from_utf8_lossy).unwrap_or_default();
-        // Writing a str into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, message.as_ref());
+        write_json_text(out, value.unwrap_or_default());
         self.write_kafka_object(out, offset, key);
         out.extend_from_slice(b"}\n");
     }
@@ -180,7 +178,7 @@ impl EntryEncoder {
                 out.push(b',');
             }
             out.extend_from_slice(b"\"key\":");
-            let _ = serde_json::to_writer(&mut *out, String::from_utf8_lossy(key).as_ref());
+            write_json_text(out, key);
         }
         out.push(b'}');
     }
@@ -221,6 +219,79 @@ impl EntryEncoder {
         out.push(b'\n');
         Ok(())
     }
+}
+
+/// Writes `bytes` as a JSON string: invalid UTF-8 becomes U+FFFD (a line is
+/// never lost for its encoding), `"`, `\\` and control characters are
+/// escaped as serde_json does. Runs of plain bytes are found eight at a
+/// time and copied whole: log lines are mostly plain.
+pub fn write_json_text(out: &mut Vec<u8>, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => write_json_str(out, text),
+        Err(_) => write_json_str(out, &String::from_utf8_lossy(bytes)),
+    }
+}
+
+fn write_json_str(out: &mut Vec<u8>, text: &str) {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Whether any byte of `word` is below 0x20, or is `"` or `\\`.
+    let special = |word: u64| {
+        let below_space = word.wrapping_sub(LOW * 0x20) & !word;
+        let quote = (word ^ (LOW * b'"' as u64)).wrapping_sub(LOW) & !(word ^ (LOW * b'"' as u64));
+        let backslash =
+            (word ^ (LOW * b'\\' as u64)).wrapping_sub(LOW) & !(word ^ (LOW * b'\\' as u64));
+        (below_space | quote | backslash) & HIGH != 0
+    };
+    let bytes = text.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if i + 8 <= bytes.len() {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&bytes[i..i + 8]);
+            if !special(u64::from_le_bytes(word)) {
+                i += 8;
+                continue;
+            }
+        }
+        let b = bytes[i];
+        let escape: Option<&[u8]> = match b {
+            b'"' => Some(b"\\\""),
+            b'\\' => Some(b"\\\\"),
+            b'\n' => Some(b"\\n"),
+            b'\r' => Some(b"\\r"),
+            b'\t' => Some(b"\\t"),
+            0x08 => Some(b"\\b"),
+            0x0c => Some(b"\\f"),
+            0x00..=0x1f => None,
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        match escape {
+            Some(e) => out.extend_from_slice(e),
+            None => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 0xf)],
+                ]);
+            }
+        }
+        i += 1;
+        start = i;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
 }
 
 /// RFC 3339 UTC timestamps with milliseconds, formatted without allocating:
@@ -420,6 +491,21 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn text_is_escaped_exactly_like_serde_json(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let mut out = Vec::new();
+            write_json_text(&mut out, &bytes);
+            let expected = serde_json::to_vec(String::from_utf8_lossy(&bytes).as_ref()).unwrap();
+            prop_assert_eq!(out, expected);
+        }
+
+        #[test]
+        fn log_like_text_is_escaped_exactly_like_serde_json(text in "[ -~\t\n\"\\\\\u{0}-\u{1f}é€]{0,300}") {
+            let mut out = Vec::new();
+            write_json_text(&mut out, text.as_bytes());
+            prop_assert_eq!(out, serde_json::to_vec(&text).unwrap());
+        }
+
         #[test]
         fn timestamps_match_chrono(ms in -62_167_219_200_000i64..253_402_300_799_999i64) {
             let mut cache = TimestampCache::default();

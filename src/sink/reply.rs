@@ -77,7 +77,64 @@ struct Reply<'a> {
     #[allow(dead_code)]
     errors: bool,
     #[serde(borrow)]
-    items: Vec<std::collections::BTreeMap<Cow<'a, str>, ItemResult<'a>>>,
+    items: Vec<Item<'a>>,
+}
+
+/// An action name, borrowed from the reply when it has no escapes.
+struct Action<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Action<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Cow<'de, str>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an action name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_string()))
+            }
+        }
+        deserializer.deserialize_str(Visitor).map(Action)
+    }
+}
+
+/// One item: an object with exactly one key, the action.
+struct Item<'a> {
+    action: Cow<'a, str>,
+    result: ItemResult<'a>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Item<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Item<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object with one action")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Item<'a>, M::Error> {
+                let Some((Action(action), result)) =
+                    map.next_entry::<Action<'a>, ItemResult<'a>>()?
+                else {
+                    return Err(serde::de::Error::custom("an item without an action"));
+                };
+                if map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+                    return Err(serde::de::Error::custom(
+                        "an item with more than one action",
+                    ));
+                }
+                Ok(Item { action, result })
+            }
+        }
+        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
@@ -137,13 +194,7 @@ pub fn parse(
         });
     }
     let mut statuses = Vec::with_capacity(sent);
-    for (position, item) in reply.items.into_iter().enumerate() {
-        let mut entries = item.into_iter();
-        let (Some((action, result)), None) = (entries.next(), entries.next()) else {
-            return Err(ReplyError::Shape(format!(
-                "item {position} is not one action"
-            )));
-        };
+    for (position, Item { action, result }) in reply.items.into_iter().enumerate() {
         if let Some(id) = &result.id {
             if !expected_id(position, id) {
                 return Err(ReplyError::WrongId {
