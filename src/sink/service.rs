@@ -22,6 +22,11 @@ use super::retry::{Attempt, RequestError};
 use crate::config::Compression;
 use crate::metrics::{BulkOutcome, Metrics};
 
+/// The fields of a `_bulk` reply logingest reads (`filter_path`): the
+/// cluster leaves the rest (`_shards`, `_seq_no`, `result`...) out, which
+/// makes replies several times smaller to send and to parse.
+pub const BULK_REPLY_FIELDS: &str = "errors,items.*._id,items.*.status,items.*.error";
+
 /// How far the sink is from healthy, for `/readyz`: when the last `_bulk`
 /// request succeeded, and since when every request has failed.
 #[derive(Debug, Default)]
@@ -189,7 +194,7 @@ impl BulkService {
                 Method::Post,
                 "/_bulk",
                 headers,
-                None::<&()>,
+                Some(&[("filter_path", BULK_REPLY_FIELDS)]),
                 Some(body),
                 None,
             )
