@@ -88,7 +88,9 @@ pub fn main() {
             &kafka_config(&brokers, &group),
             "bench-floor",
             // The prefetch logingest derives from its default memory budget.
-            logingest::kafka::Prefetch::for_budget(64 << 20),
+            logingest::kafka::Prefetch::for_budget(
+                logingest::config::MemoryConfig::default().budget(),
+            ),
         );
         let consumer: Arc<FloorConsumer> =
             Arc::new(config.create_with_context(context).expect("consumer"));

@@ -552,7 +552,7 @@ pub struct BatchConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct MemoryConfig {
     /// Bytes held for documents read from Kafka and not yet acknowledged
-    /// (open chunks, requests in flight, dead letters), e.g. `"64MiB"`.
+    /// (open chunks, requests in flight, dead letters), e.g. `"32MiB"` (the default).
     /// When it is spent, reading stops and partitions are paused.
     /// librdkafka's prefetch is derived from it (README, "Memory").
     pub max_buffered: bytesize::ByteSize,
@@ -561,7 +561,7 @@ pub struct MemoryConfig {
 impl Default for MemoryConfig {
     fn default() -> Self {
         Self {
-            max_buffered: bytesize::ByteSize::mib(64),
+            max_buffered: bytesize::ByteSize::mib(32),
         }
     }
 }

@@ -60,7 +60,11 @@ pub fn admin_consumer(config: &KafkaConfig, client_id: &str) -> ClientConfig {
         static_membership: false,
         ..config.clone()
     };
-    let mut cfg = client_config(&config, client_id, Prefetch::for_budget(64 << 20));
+    let mut cfg = client_config(
+        &config,
+        client_id,
+        Prefetch::for_budget(crate::config::MemoryConfig::default().budget()),
+    );
     cfg.set("client.id", client_id)
         .set("enable.auto.commit", "false")
         .set("statistics.interval.ms", "0");

@@ -469,7 +469,11 @@ mod tests {
         for key in forced {
             c.kafka.options.insert(key.to_string(), marker.to_string());
         }
-        let client = client_config(&c.kafka, "i", Prefetch::for_budget(64 << 20));
+        let client = client_config(
+            &c.kafka,
+            "i",
+            Prefetch::for_budget(crate::config::MemoryConfig::default().budget()),
+        );
         for key in forced {
             assert_ne!(client.get(key), Some(marker), "{key} is forced");
             assert!(
