@@ -143,6 +143,23 @@ mod tests {
     }
 
     #[test]
+    fn kafka_fields_choose_the_metadata_documents_carry() {
+        assert_eq!(parse("").unwrap().kafka_fields, KafkaFields::ALL);
+        let some = parse(r#"{"kafka_fields": ["offset", "topic"]}"#).unwrap();
+        assert_eq!(
+            some.kafka_fields,
+            KafkaFields {
+                topic: true,
+                offset: true,
+                ..KafkaFields::NONE
+            }
+        );
+        assert!(parse(r#"{"kafka_fields": []}"#).unwrap().kafka_fields.is_empty());
+        let err = parse(r#"{"kafka_fields": ["host"]}"#).unwrap_err().to_string();
+        assert!(err.contains("unknown variant `host`"), "{err}");
+    }
+
+    #[test]
     fn invalid_settings_name_the_field() {
         for (value, field) in [
             (r#"{"index": "a", "data_stream": "b"}"#, "data_stream"),
