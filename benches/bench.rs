@@ -177,17 +177,31 @@ const ROWS: &[Row] = &[
         registry: "",
         default: true,
     },
-    // Rows of issue 11/12 settings, once they exist, e.g.:
-    // Row { name: "gzip", about: "instant, gzip request bodies", backlog: Backlog::Main,
-    //       kind: Kind::Logingest(Sink::Instant),
-    //       toml: "[elasticsearch]\ncompression = \"gzip\"\n", registry: "", default: true },
-    // Row { name: "vrl", about: "instant, VRL parse_nginx_log", backlog: Backlog::Main,
-    //       kind: Kind::Logingest(Sink::Instant), toml: "",
-    //       registry: r#"{"transform": ". = parse_nginx_log!(.message, \"combined\")"}"#, default: true },
+    Row {
+        name: "gzip",
+        about: "logingest -> instant endpoint, gzip request bodies",
+        backlog: Backlog::Main,
+        kind: Kind::Logingest(Sink::Instant),
+        toml: "[elasticsearch]\ncompression = \"gzip\"\n",
+        registry: "",
+        default: true,
+    },
+    Row {
+        name: "osmem-lean",
+        about: "logingest -> osmem-server, documents without kafka.* fields",
+        backlog: Backlog::Osmem,
+        kind: Kind::Logingest(Sink::Osmem),
+        toml: "",
+        registry: r#"{"kafka_fields": []}"#,
+        default: true,
+    },
 ];
 
 /// Selection aliases: `ROWS=osmem` means both osmem rows.
-const GROUPS: &[(&str, &[&str])] = &[("osmem", &["osmem-direct", "osmem"]), ("all", &[])];
+const GROUPS: &[(&str, &[&str])] = &[
+    ("osmem", &["osmem-direct", "osmem", "osmem-lean"]),
+    ("all", &[]),
+];
 
 /// The run's settings, from the environment.
 struct Settings {

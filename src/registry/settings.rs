@@ -154,8 +154,13 @@ mod tests {
                 ..KafkaFields::NONE
             }
         );
-        assert!(parse(r#"{"kafka_fields": []}"#).unwrap().kafka_fields.is_empty());
-        let err = parse(r#"{"kafka_fields": ["host"]}"#).unwrap_err().to_string();
+        assert!(parse(r#"{"kafka_fields": []}"#)
+            .unwrap()
+            .kafka_fields
+            .is_empty());
+        let err = parse(r#"{"kafka_fields": ["host"]}"#)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown variant `host`"), "{err}");
     }
 
