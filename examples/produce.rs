@@ -37,7 +37,13 @@ struct Args {
 
 fn line(i: u64, size: usize) -> String {
     let mut line = format!(
-        "127.0.0.1 - - [25/Nov/2026:10:00:00 +0000] \"GET /page/{i} HTTP/1.1\" 200 {} \"-\" \"curl/8.0\"",
+        "127.0.0.1 - - [25/Nov/2026:10:00:00 +0000] \"GET /page/{i} HTTP/1.1\" {} {} \"-\" \"curl/8.0\"",
+        // Mostly 200, some 404 and 503: something to search for.
+        match i % 20 {
+            0 => 503,
+            7 | 13 => 404,
+            _ => 200,
+        },
         512 + i % 1000
     );
     while line.len() < size {

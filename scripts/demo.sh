@@ -37,8 +37,13 @@ BIN=target/release/logingest
 
 "$TANSU" topic create --broker "tcp://$LOGINGEST_KAFKA_BROKERS" --partitions 2 demo >/dev/null 2>&1 || true
 "$TANSU" topic create --broker "tcp://$LOGINGEST_KAFKA_BROKERS" --partitions 2 app >/dev/null 2>&1 || true
-etcdctl --endpoints "$LOGINGEST_ETCD_ENDPOINTS" put /logingest/topics/demo '{"index": "demo-logs"}' >/dev/null
-echo "demo: registered topic demo in etcd: /logingest/topics/demo = {\"index\": \"demo-logs\"}"
+# The demo topic's lines are nginx access-log lines: its registry value
+# carries a VRL program (deploy/transforms/nginx.vrl) that parses them into
+# typed fields. `topics add` compiles it before writing; the same value can be
+# put with etcdctl:
+#   etcdctl put /logingest/topics/demo '{"index": "demo-logs", "transform": ". = merge(., parse_nginx_log!(.message, \"combined\"))"}'
+"$BIN" topics add demo --index demo-logs --transform-file deploy/transforms/nginx.vrl
+echo "demo: registered topic demo in etcd: $(etcdctl --endpoints "$LOGINGEST_ETCD_ENDPOINTS" get --print-value-only /logingest/topics/demo | head -c 120)..."
 target/release/examples/produce --brokers "$LOGINGEST_KAFKA_BROKERS" --topic demo --count 1000 --partitions 2
 
 stop_logingest
@@ -56,14 +61,21 @@ done
 [ "$(count)" -ge 1000 ] || { echo "demo: documents did not arrive; see $RUN/logingest.log" >&2; exit 1; }
 
 echo
-echo "demo: one document:"
-curl -s "$LOGINGEST_ES_URL/demo-logs/_search?size=1&q=message:page" ; echo
+echo "demo: one document (parsed by the topic's transform):"
+curl -s "$LOGINGEST_ES_URL/demo-logs/_search?size=1&q=status:200" ; echo
+echo
+echo "demo: server errors, searched by status code (a number, not text):"
+"$BIN" search demo 'status:>=500' --limit 3 --fields status,request
 echo
 cat <<MSG
 Try it while it runs:
   export ETCDCTL_API=3 $(scripts/stack.sh env | tr '\n' ' ' | sed 's/export //g')
-  # search
-  curl -s "\$LOGINGEST_ES_URL/demo-logs/_search?q=message:GET&size=3"
+  # search (by status code: the transform made it a number), follow live
+  $BIN search demo 'status:404' --limit 3
+  curl -s "\$LOGINGEST_ES_URL/demo-logs/_count?q=status:%3E%3D500"
+  $BIN tail demo -f
+  # try a program on sample lines before putting it into etcd
+  head -3 deploy/transforms/sample-nginx.log | $BIN transform test --file deploy/transforms/nginx.vrl --pretty
   # add a topic live (it is indexed within a second of its assignment)
   etcdctl --endpoints \$LOGINGEST_ETCD_ENDPOINTS put /logingest/topics/app ''
   target/release/examples/produce --brokers \$LOGINGEST_KAFKA_BROKERS --topic app --count 100

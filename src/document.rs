@@ -9,8 +9,10 @@
 //!   line's own fields too.
 //!
 //! Plain text lines go straight to the encoder's fast path; JSON lines are
-//! built as objects. (A per-topic transform, when set, runs on the object
-//! between shaping and encoding.)
+//! built as objects. A per-topic transform ([`crate::transform`]), when
+//! set, runs on the object between shaping and encoding: it may change the
+//! document, route it to another index, or drop it; the `_id` stays the
+//! record's.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use crate::sink::encoder::EntryEncoder;
 #[cfg(test)]
 use crate::topic::document_id;
 use crate::topic::{LineFormat, TopicPartition, TopicSettings};
+use crate::transform::{self, Applied, Runner};
 
 /// The parts of a Kafka record that end up in a document.
 #[derive(Debug, Clone, Copy)]
@@ -146,14 +149,44 @@ fn json_source(
 pub struct Shaper {
     partition: TopicPartition,
     encoder: EntryEncoder,
+    /// The topic's transform, when it has one.
+    runner: Option<Runner>,
+    /// Why the topic's transform could not be had (it compiled when the
+    /// registry value was read, so this is not expected): every document is
+    /// then indexed untransformed and tagged, never lost.
+    broken: Option<String>,
+}
+
+/// What became of a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shaped {
+    /// Its document is in the chunk.
+    Written,
+    /// The topic's transform dropped it (`abort`): nothing to index, its
+    /// offset advances.
+    Dropped,
+    /// The transform failed at run time: the untransformed document, tagged
+    /// `transform_failure` with the error in `transform.error`, is in the
+    /// chunk.
+    TransformFailed(String),
 }
 
 impl Shaper {
     /// The shaper of `partition` under `settings`.
     pub fn new(settings: Arc<TopicSettings>, partition: TopicPartition) -> Self {
+        let (runner, broken) = match settings.transform.as_deref().map(transform::compiled) {
+            None => (None, None),
+            Some(Ok(program)) => (Some(Runner::new(program)), None),
+            Some(Err(e)) => (
+                None,
+                Some(format!("the topic's transform does not compile: {e}")),
+            ),
+        };
         Self {
             encoder: EntryEncoder::new(settings, &partition),
             partition,
+            runner,
+            broken,
         }
     }
 
@@ -204,9 +237,40 @@ impl Shaper {
         chunk: &mut ChunkBuilder,
         record: &Record<'_>,
         now: DateTime<Utc>,
-    ) -> Result<(), ShapeError> {
+    ) -> Result<Shaped, ShapeError> {
         let mark = chunk.mark();
+        let mut shaped = Shaped::Written;
         let result = match self.settings().format {
+            _ if self.runner.is_some() || self.broken.is_some() => {
+                let (document, time) = self.object(record, now);
+                let template = &self.encoder.settings().template;
+                let applied = match (&mut self.runner, &self.broken) {
+                    (Some(runner), _) => runner.apply(template, document, time),
+                    (None, error) => {
+                        let error = error.clone().unwrap_or_default();
+                        let mut document = document;
+                        transform::mark_failure(&mut document, &error);
+                        Applied::Index {
+                            document,
+                            index: template.render(time).into_owned(),
+                            error: Some(error),
+                        }
+                    }
+                };
+                match applied {
+                    Applied::Drop { .. } => return Ok(Shaped::Dropped),
+                    Applied::Index {
+                        document,
+                        index,
+                        error,
+                    } => {
+                        if let Some(error) = error {
+                            shaped = Shaped::TransformFailed(error);
+                        }
+                        self.write_object(chunk, record.offset, time, Some(&index), &document)
+                    }
+                }
+            }
             LineFormat::Text => {
                 let time = timestamp(record.timestamp_ms, now);
                 let body = chunk.body_mut();
@@ -236,7 +300,7 @@ impl Shaper {
                         timestamp_ms: record.timestamp_ms,
                     },
                 );
-                Ok(())
+                Ok(shaped)
             }
             Err(e) => {
                 chunk.rollback(mark);

@@ -10,6 +10,8 @@
 //! * [`reconciler`]: desired topics ∩ assigned partitions → running tasks;
 //! * [`kafka`]: the group consumer, its rebalance events and partition tasks;
 //! * [`document`]: shaping a Kafka record into an Elasticsearch document;
+//! * [`transform`]: per-topic VRL programs (parse, enrich, filter, route),
+//!   run between shaping and encoding;
 //! * [`sink`]: `_bulk` requests across partitions, retries, dead letters;
 //! * [`memory`]: the process-wide budget of buffered bytes;
 //! * [`fleet`]: the fleet-wide view of `logingest status`;
@@ -39,3 +41,4 @@ pub mod reconciler;
 pub mod registry;
 pub mod sink;
 pub mod topic;
+pub mod transform;

@@ -70,6 +70,12 @@ enum Command {
         #[command(subcommand)]
         command: logingest::dlq::DlqCommand,
     },
+    /// Per-topic VRL programs: `transform test` runs one on sample lines
+    /// and prints the documents as they would be indexed.
+    Transform {
+        #[command(subcommand)]
+        command: logingest::transform::cli::TransformCommand,
+    },
     /// Validate a configuration file and print it with secrets redacted.
     CheckConfig {
         /// The TOML configuration file.
@@ -100,6 +106,10 @@ enum TopicsAction {
         /// The Elasticsearch index (default: the topic name, lower-cased).
         #[arg(long)]
         index: Option<String>,
+        /// A VRL program to shape the topic's documents (see `logingest
+        /// transform test`); compiled before anything is written.
+        #[arg(long, value_name = "FILE")]
+        transform_file: Option<PathBuf>,
     },
     /// Remove a topic's prefix-form key: its ingestion stops.
     Rm {
@@ -135,8 +145,18 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
 async fn topics(config: Config, action: TopicsAction) -> anyhow::Result<()> {
     let mut admin = RegistryAdmin::connect(&config.etcd).await?;
     match action {
-        TopicsAction::Add { topic, index } => {
-            let key = admin.add(&topic, index.as_deref()).await?;
+        TopicsAction::Add {
+            topic,
+            index,
+            transform_file,
+        } => {
+            let program = transform_file
+                .as_deref()
+                .map(logingest::transform::cli::read_program)
+                .transpose()?;
+            let key = admin
+                .add_with(&topic, index.as_deref(), program.as_deref())
+                .await?;
             println!("added {topic} ({key})");
         }
         TopicsAction::Rm { topic } => {
@@ -204,6 +224,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let logingest::dlq::DlqCommand::Replay(args) = &command;
             let config = load(args.config.as_ref())?;
             Ok(logingest::dlq::run(&config, &command).await?)
+        }
+        Command::Transform { command } => {
+            let logingest::transform::cli::TransformCommand::Test(args) = &command;
+            // Only --topic reads etcd; --file runs offline.
+            let config = match (&args.topic, &args.config) {
+                (None, None) => None,
+                _ => Some(load(args.config.as_ref())?),
+            };
+            logingest::transform::cli::run(config.as_ref(), &command).await
         }
         Command::CheckConfig { config, connect } => {
             let config = Config::load(&config)?;

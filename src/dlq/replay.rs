@@ -28,7 +28,7 @@ use super::report::{dry_run_line, Fate, Tally};
 use super::source::{Fetched, LetterIndex, LetterTopic, OriginalReader, Start};
 use super::{replay_group, DlqError, ReplayArgs};
 use crate::config::{Config, DeadLetterDestination};
-use crate::document::{Record, Shaper};
+use crate::document::{Record, Shaped, Shaper};
 use crate::kafka::offsets::OffsetTracker;
 use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
@@ -345,7 +345,7 @@ impl IndexTarget {
             .or_insert_with(|| Shaper::new(settings.clone(), tp.clone()));
         let raw = usize::try_from(payload.size()).unwrap_or(usize::MAX);
         let mut chunk = ChunkBuilder::new(tp, 1, raw.saturating_add(LETTER_OVERHEAD));
-        shaper.write(
+        let shaped = shaper.write(
             &mut chunk,
             &Record {
                 offset: letter.offset,
@@ -355,6 +355,15 @@ impl IndexTarget {
             },
             Utc::now(),
         )?;
+        if shaped == Shaped::Dropped {
+            // The topic's current transform filters it out: replaying it
+            // would index nothing, now or later.
+            return Ok(Box::pin(async {
+                Ok(Fate::NotReplayable(
+                    "dropped by the topic's transform".into(),
+                ))
+            }));
+        }
         let reservation = sink
             .budget
             .reserve(raw.saturating_mul(2).saturating_add(LETTER_OVERHEAD))

@@ -40,7 +40,7 @@ use super::control::Control;
 use super::offsets::OffsetTracker;
 use super::status::{PartitionState, PartitionStatus};
 use crate::config::BatchConfig;
-use crate::document::{Record, Shaper};
+use crate::document::{Record, Shaped, Shaper};
 use crate::memory::{MemoryBudget, Reservation};
 use crate::metrics::{Metrics, PartitionLabel, TopicLabel};
 use crate::sink::chunk::{ChunkBuilder, ChunkId, ChunkOutcome};
@@ -143,6 +143,10 @@ struct Counters {
     read: Counter,
     bytes_read: Counter,
     indexed: Counter,
+    /// Dropped on purpose by the topic's transform.
+    dropped: Counter,
+    /// Indexed untransformed because the transform failed.
+    transform_failures: Counter,
 }
 
 /// The loop's state: tracker, open chunk, answers in flight.
@@ -205,6 +209,12 @@ impl PartitionTask {
                 read: self.metrics.documents_read.get_or_create(&label).clone(),
                 bytes_read: self.metrics.bytes_read.get_or_create(&label).clone(),
                 indexed: self.metrics.documents_indexed.get_or_create(&label).clone(),
+                dropped: self.metrics.documents_dropped.get_or_create(&label).clone(),
+                transform_failures: self
+                    .metrics
+                    .transform_failures
+                    .get_or_create(&label)
+                    .clone(),
             },
             uncounted: (0, 0),
             now: Utc::now(),
@@ -400,11 +410,24 @@ impl PartitionTask {
             value,
             timestamp_ms: message.timestamp().to_millis(),
         };
-        if let Err(e) = state.shaper.write(&mut state.chunk, &record, state.now) {
-            // Serialising owned text cannot fail; if it ever does, stop
-            // rather than skip the record.
-            error!(partition = %state.tp, offset, error = %e, "cannot encode record; stopping the partition task");
-            return Step::Stop;
+        match state.shaper.write(&mut state.chunk, &record, state.now) {
+            Ok(Shaped::Written) => {}
+            // Its offset is in the tracker's open span: it advances with the
+            // chunk's acknowledgement (a chunk left empty is answered by the
+            // batcher at once, without a request).
+            Ok(Shaped::Dropped) => {
+                state.counters.dropped.inc();
+            }
+            Ok(Shaped::TransformFailed(error)) => {
+                state.counters.transform_failures.inc();
+                debug!(partition = %state.tp, offset, %error, "transform failed; indexed untransformed");
+            }
+            Err(e) => {
+                // Serialising owned text cannot fail; if it ever does, stop
+                // rather than skip the record.
+                error!(partition = %state.tp, offset, error = %e, "cannot encode record; stopping the partition task");
+                return Step::Stop;
+            }
         }
         let grown = state
             .chunk

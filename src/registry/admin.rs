@@ -50,13 +50,31 @@ impl RegistryAdmin {
     /// Registers `topic` (prefix form), with an optional index name.
     /// Returns the key written.
     pub async fn add(&mut self, topic: &str, index: Option<&str>) -> Result<String, AdminError> {
+        self.add_with(topic, index, None).await
+    }
+
+    /// Registers `topic` (prefix form), with an optional index name and
+    /// VRL transform; the value is validated (the program compiled) before
+    /// it is written. Returns the key written.
+    pub async fn add_with(
+        &mut self,
+        topic: &str,
+        index: Option<&str>,
+        transform: Option<&str>,
+    ) -> Result<String, AdminError> {
         validate_topic(topic).map_err(RegistryError::from)?;
-        let value = match index {
-            Some(index) => {
-                validate_index(index).map_err(RegistryError::from)?;
-                json!({ "index": index }).to_string()
-            }
-            None => String::new(),
+        let mut object = serde_json::Map::new();
+        if let Some(index) = index {
+            validate_index(index).map_err(RegistryError::from)?;
+            object.insert("index".into(), json!(index));
+        }
+        if let Some(transform) = transform {
+            object.insert("transform".into(), json!(transform));
+        }
+        let value = if object.is_empty() {
+            String::new()
+        } else {
+            serde_json::Value::Object(object).to_string()
         };
         parse_topic_value(topic, value.as_bytes())?;
         let key = format!("{}{}", self.config.prefix, topic);
@@ -65,6 +83,18 @@ impl RegistryAdmin {
             .await
             .map_err(|e| etcd_error(&self.config, e))?;
         Ok(key)
+    }
+
+    /// The value of `topic`'s prefix-form key, `None` when it has none.
+    pub async fn value(&mut self, topic: &str) -> Result<Option<Vec<u8>>, AdminError> {
+        validate_topic(topic).map_err(RegistryError::from)?;
+        let key = format!("{}{}", self.config.prefix, topic);
+        let response = self
+            .client
+            .get(key.as_bytes(), None)
+            .await
+            .map_err(|e| etcd_error(&self.config, e))?;
+        Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
     }
 
     /// Removes `topic`'s prefix-form key. Returns whether it existed.

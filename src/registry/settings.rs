@@ -4,10 +4,13 @@
 //! ```json
 //! {"index": "nginx-%Y.%m.%d", "format": "json", "timestamp_field": "time", "pipeline": "geoip",
 //!  "kafka_fields": ["topic", "offset"]}
+//! {"transform": ". = merge(., parse_nginx_log!(.message, \"combined\"))"}
 //! ```
 //!
 //! Every field is optional and validated when the value changes; an invalid
 //! value is rejected with a reason naming the field.
+
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -27,6 +30,7 @@ struct TopicValue {
     timestamp_field: Option<String>,
     pipeline: Option<String>,
     kafka_fields: Option<Vec<KafkaField>>,
+    transform: Option<String>,
 }
 
 /// One name of the `kafka_fields` list.
@@ -98,6 +102,13 @@ pub fn parse_topic_value(topic: &str, value: &[u8]) -> Result<TopicSettings, Reg
     if let Some(names) = &parsed.kafka_fields {
         settings.kafka_fields = kafka_fields(names);
     }
+    if let Some(source) = non_empty("transform", parsed.transform)? {
+        // Compiled now, so that a program that does not compile rejects the
+        // value (with VRL's diagnostic); the tasks take the compiled program
+        // from the same cache.
+        crate::transform::compiled(&source).map_err(|e| invalid("transform", e))?;
+        settings.transform = Some(Arc::from(source));
+    }
     if settings.format != LineFormat::Json {
         if settings.json_target.is_some() {
             return Err(invalid("json_target", "needs \"format\": \"json\""));
@@ -140,6 +151,32 @@ mod tests {
         let stream = parse(r#"{"data_stream": "logs-nginx-default"}"#).unwrap();
         assert!(stream.data_stream);
         assert_eq!(stream.index, "logs-nginx-default");
+    }
+
+    #[test]
+    fn transform_is_compiled_and_compared_by_source() {
+        let nginx = r#"{"transform": ". = merge(., parse_nginx_log!(.message, \"combined\"))"}"#;
+        let a = parse(nginx).unwrap();
+        assert!(a.transform.as_deref().unwrap().contains("parse_nginx_log!"));
+        assert_eq!(a, parse(nginx).unwrap(), "same program, same settings");
+        assert_ne!(a, parse(r#"{"transform": ".a = 1"}"#).unwrap());
+        assert_ne!(a, parse("").unwrap());
+        assert!(parse("").unwrap().transform.is_none());
+        for (value, error) in [
+            (r#"{"transform": " "}"#, "transform: must not be empty"),
+            (r#"{"transform": ".a = ("}"#, "transform: 1:"),
+            (
+                r#"{"transform": ". = parse_nginx_log(.message, \"combined\")"}"#,
+                "transform: 1:5: error[E103]",
+            ),
+            (
+                r#"{"transform": ".h = get_env_var!(\"HOME\")"}"#,
+                "not available in logingest's sandbox",
+            ),
+        ] {
+            let err = parse(value).unwrap_err().to_string();
+            assert!(err.contains(error), "{value}: {err}");
+        }
     }
 
     #[test]
