@@ -195,6 +195,15 @@ const ROWS: &[Row] = &[
         registry: r#"{"kafka_fields": []}"#,
         default: true,
     },
+    Row {
+        name: "vrl",
+        about: "logingest -> instant endpoint, parse_nginx_log transform on every line",
+        backlog: Backlog::Main,
+        kind: Kind::Logingest(Sink::Instant),
+        toml: "",
+        registry: r#"{"transform": ". = merge(., parse_nginx_log!(.message, \"combined\"))"}"#,
+        default: true,
+    },
 ];
 
 /// Selection aliases: `ROWS=osmem` means both osmem rows.
