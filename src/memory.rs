@@ -56,6 +56,11 @@ impl MemoryBudget {
         self.limit - self.permits.available_permits()
     }
 
+    /// Bytes free now.
+    pub fn available(&self) -> usize {
+        self.permits.available_permits()
+    }
+
     /// A reservation of nothing, to merge others into.
     pub fn empty(&self) -> Reservation {
         Reservation {

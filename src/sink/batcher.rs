@@ -63,7 +63,7 @@ impl Batcher {
     }
 
     fn fits(&self, open: &Open, chunk: &Chunk) -> bool {
-        open.request.documents() + chunk.len() <= self.max_documents
+        open.request.documents() + chunk.sendable() <= self.max_documents
             && open.request.bytes() + chunk.bytes() <= self.max_bytes
     }
 
@@ -125,10 +125,10 @@ impl Batcher {
                         }
                     }
                     Some(Submission::Chunk(chunk)) if chunk.is_empty() => chunk.answer(ChunkOutcome::default()),
-                    Some(Submission::Chunk(chunk)) => match &mut open {
-                        None => open = Some(self.open(chunk, last_sent)),
-                        Some(o) if self.fits(o, &chunk) => o.request.push(chunk),
-                        Some(_) => overflow = Some(chunk),
+                    Some(Submission::Chunk(chunk)) => match (&mut open, *chunk) {
+                        (None, chunk) => open = Some(self.open(chunk, last_sent)),
+                        (Some(o), chunk) if self.fits(o, &chunk) => o.request.push(chunk),
+                        (Some(_), chunk) => overflow = Some(chunk),
                     },
                 },
                 _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() && !ready => {}

@@ -40,6 +40,10 @@ pub struct ChunkOutcome {
     /// Documents rejected for good and sent to the dead-letter destination
     /// (or, refused there too, logged).
     pub dead_lettered: usize,
+    /// The sink dropped the chunk without settling it (it stopped, or the
+    /// task driving its request failed): nothing of it is stored for sure,
+    /// and its records must be read again.
+    pub lost: bool,
 }
 
 /// Where one document sits in a chunk.
@@ -78,6 +82,9 @@ pub struct ChunkBuilder {
     raw: Vec<u8>,
     oldest_timestamp_ms: Option<i64>,
     started: Option<Instant>,
+    /// Records refused before indexing (by shaping): their positions among
+    /// the documents and why. They are dead-lettered, never sent.
+    refused: Vec<(u32, Box<str>)>,
 }
 
 impl ChunkBuilder {
@@ -97,6 +104,7 @@ impl ChunkBuilder {
             raw: Vec::new(),
             oldest_timestamp_ms: None,
             started: None,
+            refused: Vec::new(),
         }
     }
 
@@ -127,6 +135,16 @@ impl ChunkBuilder {
         self.body.capacity()
             + self.raw.capacity()
             + self.docs.capacity() * std::mem::size_of::<DocEntry>()
+            + self.refused.iter().map(|(_, r)| r.len()).sum::<usize>()
+    }
+
+    /// Forgets the capacities learnt from the previous chunk, so that the
+    /// first document allocates only what it needs (the memory budget is
+    /// too tight for the usual pre-allocation).
+    pub fn forget_sizes(&mut self) {
+        if self.body.capacity() == 0 {
+            self.hint = (0, 0, 0);
+        }
     }
 
     /// Where the next document's lines start.
@@ -137,6 +155,18 @@ impl ChunkBuilder {
     /// Forgets whatever was written since `mark` (an encoding error).
     pub fn rollback(&mut self, mark: usize) {
         self.body.truncate(mark);
+    }
+
+    /// Records a record that must not be indexed (its value does not parse,
+    /// its transform failed under `transform_failure = "dead_letter"`): it
+    /// takes a place in the chunk with no lines, and the sink dead-letters
+    /// it with `reason` before the chunk is answered — so its offset
+    /// advances only once the dead letter is delivered.
+    pub fn refuse(&mut self, record: RawRecord<'_>, reason: String) {
+        let mark = self.mark();
+        let position = self.docs.len() as u32;
+        self.commit_document(mark, record);
+        self.refused.push((position, reason.into_boxed_str()));
     }
 
     /// Records the document whose lines were written since `mark`, with the
@@ -177,6 +207,19 @@ impl ChunkBuilder {
         )
     }
 
+    /// [`ChunkBuilder::sizes`], scaled down so that the first allocation
+    /// of the next chunk stays within `cap` bytes.
+    pub fn sizes_within(&self, max_bytes: usize, cap: usize) -> (usize, usize, usize) {
+        let (docs, body, raw) = self.sizes(max_bytes);
+        let entry = std::mem::size_of::<DocEntry>();
+        let total = docs * entry + body + raw;
+        if total <= cap {
+            return (docs, body, raw);
+        }
+        let scale = |n: usize| (n as u128 * cap as u128 / total as u128) as usize;
+        (scale(docs), scale(body), scale(raw))
+    }
+
     /// Documents written.
     pub fn len(&self) -> usize {
         self.docs.len()
@@ -212,6 +255,7 @@ impl ChunkBuilder {
             created: self.started.unwrap_or_else(Instant::now),
             urgent,
             answer: Some(answer),
+            refused: self.refused,
             _reservation: reservation,
         }
     }
@@ -229,6 +273,7 @@ pub struct Chunk {
     created: Instant,
     urgent: bool,
     answer: Option<oneshot::Sender<ChunkOutcome>>,
+    refused: Vec<(u32, Box<str>)>,
     _reservation: Reservation,
 }
 
@@ -243,9 +288,24 @@ impl Chunk {
         self.id
     }
 
-    /// Documents in the chunk.
+    /// Documents in the chunk, refused ones included.
     pub fn len(&self) -> usize {
         self.docs.len()
+    }
+
+    /// Documents to send to Elasticsearch (those not refused by shaping).
+    pub fn sendable(&self) -> usize {
+        self.docs.len() - self.refused.len()
+    }
+
+    /// The documents refused by shaping: their positions, and why.
+    pub fn refusals(&self) -> impl Iterator<Item = (u32, &str)> + '_ {
+        self.refused.iter().map(|(p, r)| (*p, &**r))
+    }
+
+    /// Whether the document at `position` was refused by shaping.
+    pub fn is_refused(&self, position: u32) -> bool {
+        self.refused.iter().any(|(p, _)| *p == position)
     }
 
     /// Whether it holds no document (everything read was dropped by a
@@ -322,5 +382,102 @@ impl Chunk {
         if let Some(answer) = self.answer.take() {
             let _ = answer.send(outcome);
         }
+    }
+}
+
+/// A chunk dropped without an answer (the sink stopped, or the task
+/// driving its request panicked) answers "lost" on its way out: its
+/// partition task never waits for an answer that cannot come.
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        if let Some(answer) = self.answer.take() {
+            let _ = answer.send(ChunkOutcome {
+                lost: true,
+                ..ChunkOutcome::default()
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::metrics::gauge::Gauge;
+
+    use super::*;
+    use crate::memory::MemoryBudget;
+
+    fn record(offset: i64, value: &[u8]) -> RawRecord<'_> {
+        RawRecord {
+            offset,
+            key: None,
+            value: Some(value),
+            timestamp_ms: None,
+        }
+    }
+
+    fn sealed(builder: ChunkBuilder) -> (Chunk, oneshot::Receiver<ChunkOutcome>) {
+        let budget = MemoryBudget::new(1 << 20, Gauge::default(), &Gauge::default());
+        let (answer, receive) = oneshot::channel();
+        (
+            builder.seal(ChunkId::new(0), budget.empty(), answer, false),
+            receive,
+        )
+    }
+
+    #[test]
+    fn refused_records_take_a_place_but_are_never_sent() {
+        let mut b = ChunkBuilder::new(TopicPartition::new("t", 0), 4, 1024);
+        let mark = b.mark();
+        b.body_mut().extend_from_slice(b"{\"index\":{}}\n{}\n");
+        b.commit_document(mark, record(7, b"a"));
+        b.refuse(record(8, b"not otlp"), "does not parse".into());
+        let (chunk, _receive) = sealed(b);
+        assert_eq!(chunk.len(), 2);
+        assert_eq!(chunk.sendable(), 1);
+        assert!(chunk.is_refused(1) && !chunk.is_refused(0));
+        assert_eq!(
+            chunk.refusals().collect::<Vec<_>>(),
+            [(1, "does not parse")]
+        );
+        assert_eq!(chunk.raw(1).value, Some(&b"not otlp"[..]));
+        let mut request = crate::sink::request::Request::new();
+        request.push(chunk);
+        assert_eq!(request.documents(), 1);
+        assert_eq!(request.all_documents().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_chunk_dropped_unanswered_answers_lost() {
+        let mut b = ChunkBuilder::new(TopicPartition::new("t", 0), 4, 1024);
+        b.refuse(record(1, b"x"), "r".into());
+        let (chunk, receive) = sealed(b);
+        drop(chunk);
+        assert!(receive.await.expect("an answer").lost);
+        let (chunk, receive) = sealed(ChunkBuilder::new(TopicPartition::new("t", 0), 4, 1024));
+        chunk.answer(ChunkOutcome {
+            stored: 3,
+            ..ChunkOutcome::default()
+        });
+        let outcome = receive.await.expect("an answer");
+        assert!(!outcome.lost);
+        assert_eq!(outcome.stored, 3);
+    }
+
+    #[test]
+    fn the_next_chunks_first_allocation_stays_within_its_cap() {
+        let mut b = ChunkBuilder::new(TopicPartition::new("t", 0), 4, 1024);
+        for i in 0..500 {
+            let mark = b.mark();
+            b.body_mut().extend_from_slice(&[b'x'; 2000]);
+            b.commit_document(mark, record(i, &[b'y'; 2000]));
+        }
+        let cap = 256 << 10;
+        let sizes = b.sizes_within(1 << 20, cap);
+        let next = ChunkBuilder::sized(TopicPartition::new("t", 0), sizes);
+        assert!(next.pending_allocation() <= cap, "{sizes:?}");
+        assert!(next.pending_allocation() > cap / 2, "{sizes:?}");
+        let mut tight = ChunkBuilder::sized(TopicPartition::new("t", 0), sizes);
+        tight.forget_sizes();
+        assert_eq!(tight.pending_allocation(), 0);
     }
 }

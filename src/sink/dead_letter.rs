@@ -177,6 +177,15 @@ impl DeadLetters {
         }
     }
 
+    /// The Elasticsearch index dead letters go to, when they go to one: no
+    /// transform may route documents into it.
+    pub fn index(&self) -> Option<&str> {
+        match &self.destination {
+            Destination::Elasticsearch { index, .. } => Some(index),
+            _ => None,
+        }
+    }
+
     /// A destination that writes nothing and hands every refused document
     /// to the returned receiver (for `logingest dlq replay`: a letter
     /// refused again stays where it is and is reported, never dead-lettered

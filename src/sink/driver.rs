@@ -46,11 +46,19 @@ struct ChunkState {
 pub async fn drive(mut request: Request, permit: Permit, ctx: Arc<DriverContext>) {
     let mut states: Vec<ChunkState> = Vec::new();
     for index in request.chunk_indices().collect::<Vec<_>>() {
-        let len = request.chunk(index).map_or(0, Chunk::len);
         if states.len() <= index as usize {
             states.resize(index as usize + 1, ChunkState::default());
         }
-        states[index as usize].unsettled = len;
+        let state = &mut states[index as usize];
+        if let Some(chunk) = request.chunk(index) {
+            state.unsettled = chunk.sendable();
+            // Refused by shaping: dead-lettered with the chunk, never sent.
+            state.rejected.extend(
+                chunk
+                    .refusals()
+                    .map(|(doc, reason)| (doc, RejectReason::Refused(reason.to_owned()))),
+            );
+        }
     }
     // Documents still to send, in request order, with their count of
     // permanent refusals.

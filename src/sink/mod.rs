@@ -52,7 +52,7 @@ use service::{BulkService, SinkHealth};
 #[derive(Debug)]
 pub enum Submission {
     /// A chunk to send.
-    Chunk(Chunk),
+    Chunk(Box<Chunk>),
     /// Send the open request now.
     Flush,
 }
@@ -62,6 +62,7 @@ pub enum Submission {
 pub struct Sink {
     chunks: mpsc::UnboundedSender<Submission>,
     health: Arc<SinkHealth>,
+    dead_letter_index: Option<Arc<str>>,
 }
 
 /// What the sink is built from.
@@ -85,6 +86,7 @@ impl Sink {
     /// its requests ended.
     pub fn start(parts: SinkParts) -> (Self, JoinHandle<()>) {
         let health = Arc::new(SinkHealth::default());
+        let dead_letter_index = parts.dead_letters.index().map(Arc::from);
         let limiter = Limiter::new(
             parts.batch.max_in_flight,
             parts.elasticsearch.adaptive_concurrency,
@@ -109,19 +111,31 @@ impl Sink {
         let (chunks, receiver) = mpsc::unbounded_channel();
         let batcher = Batcher::new(receiver, ctx, &parts.batch);
         let task = tokio::spawn(batcher.run().in_current_span());
-        (Self { chunks, health }, task)
+        (
+            Self {
+                chunks,
+                health,
+                dead_letter_index,
+            },
+            task,
+        )
     }
 
     /// Hands a chunk to the sink; its answer arrives on the chunk's channel.
     /// `false` when the sink has stopped (the chunk is dropped unanswered).
     pub fn submit(&self, chunk: Chunk) -> bool {
-        self.chunks.send(Submission::Chunk(chunk)).is_ok()
+        self.chunks.send(Submission::Chunk(Box::new(chunk))).is_ok()
     }
 
     /// Sends what is waiting at once, without lingering: a partition is
     /// draining and its chunks must not wait for company.
     pub fn flush(&self) {
         let _ = self.chunks.send(Submission::Flush);
+    }
+
+    /// The dead-letter index, when dead letters go to one.
+    pub fn dead_letter_index(&self) -> Option<Arc<str>> {
+        self.dead_letter_index.clone()
     }
 
     /// The sink's health, for `/readyz`.

@@ -36,7 +36,7 @@ impl Request {
 
     /// Adds a chunk.
     pub fn push(&mut self, chunk: Chunk) {
-        self.documents += chunk.len();
+        self.documents += chunk.sendable();
         self.bytes += chunk.bytes();
         self.chunks.push(Some(chunk));
     }
@@ -66,10 +66,14 @@ impl Request {
         let mut refs = Vec::with_capacity(self.documents);
         for (c, chunk) in self.chunks.iter().enumerate() {
             if let Some(chunk) = chunk {
-                refs.extend((0..chunk.len()).map(|d| DocRef {
-                    chunk: c as u32,
-                    doc: d as u32,
-                }));
+                refs.extend(
+                    (0..chunk.len() as u32)
+                        .filter(|&d| !chunk.is_refused(d))
+                        .map(|d| DocRef {
+                            chunk: c as u32,
+                            doc: d,
+                        }),
+                );
             }
         }
         refs

@@ -76,12 +76,15 @@ pub enum RejectReason {
     },
     /// Answered 413 alone: larger than the cluster accepts.
     TooLarge,
+    /// Refused before sending (by shaping), with why.
+    Refused(String),
 }
 
 impl fmt::Display for RejectReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RejectReason::Item { error, .. } => write!(f, "{error}"),
+            RejectReason::Refused(reason) => f.write_str(reason),
             RejectReason::TooLarge => write!(
                 f,
                 "413 request entity too large: the document alone exceeds the cluster's request limit"
