@@ -40,10 +40,10 @@ use super::control::Control;
 use super::offsets::OffsetTracker;
 use super::status::{PartitionState, PartitionStatus};
 use crate::config::BatchConfig;
-use crate::document::{Record, Shaped, Shaper};
+use crate::document::{Record, Shaped, Shaper, TRANSFORM_FAILED};
 use crate::memory::{MemoryBudget, Reservation};
 use crate::metrics::{Metrics, PartitionLabel, TopicLabel};
-use crate::sink::chunk::{ChunkBuilder, ChunkId, ChunkOutcome};
+use crate::sink::chunk::{ChunkBuilder, ChunkId, ChunkOutcome, RawRecord};
 use crate::sink::template::Templates;
 use crate::sink::Sink;
 use crate::topic::{TopicPartition, TopicSettings};
@@ -138,6 +138,32 @@ impl Drop for GaugeGuard {
     }
 }
 
+/// A partition paused by its task: resumed when the guard goes, on every
+/// way out of the task (a panic included), so that a partition is never
+/// left paused by a task that is gone.
+struct PauseGuard {
+    control: Control,
+    tp: TopicPartition,
+    _gauge: GaugeGuard,
+}
+
+impl PauseGuard {
+    fn pause(control: &Control, tp: &TopicPartition, gauge: &Gauge) -> Self {
+        control.pause(tp);
+        Self {
+            control: control.clone(),
+            tp: tp.clone(),
+            _gauge: GaugeGuard::new(gauge, 1),
+        }
+    }
+}
+
+impl Drop for PauseGuard {
+    fn drop(&mut self) {
+        self.control.resume(&self.tp);
+    }
+}
+
 /// Per-topic counters, resolved once per task.
 struct Counters {
     read: Counter,
@@ -145,7 +171,8 @@ struct Counters {
     indexed: Counter,
     /// Dropped on purpose by the topic's transform.
     dropped: Counter,
-    /// Indexed untransformed because the transform failed.
+    /// Records whose transform failed (indexed, dead-lettered or dropped
+    /// as the topic's `transform_failure` says).
     transform_failures: Counter,
 }
 
@@ -169,6 +196,9 @@ struct Loop {
     now: chrono::DateTime<Utc>,
     first_ack_seen: bool,
     started: Instant,
+    /// A chunk came back unsettled (the sink dropped it): its records must
+    /// be read again, so the task ends and is restarted at its resume point.
+    lost: bool,
 }
 
 /// What reading one message came to.
@@ -200,7 +230,8 @@ impl PartitionTask {
         let label = TopicLabel::of(&tp.topic);
         let mut state = Loop {
             tracker: OffsetTracker::new(self.assignment.generation()),
-            shaper: Shaper::new(self.settings.clone(), tp.clone()),
+            shaper: Shaper::new(self.settings.clone(), tp.clone())
+                .protecting(self.sink.dead_letter_index()),
             chunk: ChunkBuilder::new(tp.clone(), 64, 16 << 10),
             reservation: self.budget.empty(),
             answers: FuturesUnordered::new(),
@@ -220,6 +251,7 @@ impl PartitionTask {
             now: Utc::now(),
             first_ack_seen: false,
             started: Instant::now(),
+            lost: false,
             tp,
         };
         let queue = self.queue.clone();
@@ -229,7 +261,7 @@ impl PartitionTask {
         let mut held: Option<BorrowedMessage<'_>> = None;
         let mut memory: Option<MemoryWait> = None;
         let mut blocked_since: Option<Instant> = None;
-        let mut paused: Option<GaugeGuard> = None;
+        let mut paused: Option<PauseGuard> = None;
         let mut consecutive_errors = 0u32;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let cancelled = cancel.cancelled();
@@ -246,14 +278,22 @@ impl PartitionTask {
                 Some(reservation) = OptionFuture::from(memory.as_mut()), if memory.is_some() => {
                     memory = None;
                     blocked_since = None;
-                    if paused.take().is_some() {
-                        self.control.resume(&state.tp);
-                    }
+                    paused = None;
                     state.reservation.merge(reservation);
                     state.now = Utc::now();
                     if let Some(message) = held.take() {
-                        if let Step::Stop = self.take(&mut state, &message) {
-                            stop = true;
+                        // It waited for what the budget can give: it goes
+                        // through with that, even if it is more than the
+                        // budget (a lone oversized record).
+                        match self.take(&mut state, &message, true) {
+                            Step::Written => {}
+                            Step::Stop => stop = true,
+                            Step::NeedMemory(_) => {
+                                // `take` never asks again once forced; if it
+                                // ever did, the record must not be lost.
+                                held = Some(message);
+                                stop = true;
+                            }
                         }
                     }
                     if !stop {
@@ -271,7 +311,7 @@ impl PartitionTask {
                     Some(Ok(message)) => {
                         consecutive_errors = 0;
                         state.now = Utc::now();
-                        let first = match self.take(&mut state, &message) {
+                        let first = match self.take(&mut state, &message, false) {
                             Step::Written => Ok(None),
                             Step::NeedMemory(need) => {
                                 held = Some(message);
@@ -309,37 +349,46 @@ impl PartitionTask {
                 },
                 _ = tokio::time::sleep_until(pause_at.unwrap_or_else(Instant::now)), if pause_at.is_some() && paused.is_none() => {
                     info!(partition = %state.tp, budget = self.budget.limit(), "memory budget spent; pausing fetching");
-                    self.control.pause(&state.tp);
-                    paused = Some(GaugeGuard::new(&self.metrics.partitions_paused, 1));
+                    paused = Some(PauseGuard::pause(&self.control, &state.tp, &self.metrics.partitions_paused));
                 }
                 _ = tick.tick() => self.update_lag(&state),
             }
+            if state.lost {
+                warn!(partition = %state.tp, "a chunk came back unsettled; reading its records again");
+                stop = true;
+            }
         }
-        // A message taken from the queue but not written is read all the
-        // same: the next reader must start at it.
-        if let Some(message) = held.take() {
-            state.tracker.read(message.offset());
-        }
+        // A message taken from the queue but not written is not read: it
+        // is in no chunk, so nothing may be stored for it. The next reader
+        // starts at it (or earlier, at the first unacknowledged read).
+        let held_offset = held.take().map(|message| message.offset());
         drop(memory);
-        if paused.take().is_some() {
-            self.control.resume(&state.tp);
-        }
+        drop(paused);
         self.status.set_state(PartitionState::Stopping);
         self.drain(&mut state).await;
         if !cancel.is_cancelled() {
             error!(partition = %state.tp, "partition task ended without being asked to");
         }
-        self.exit(state.tracker.resume_point())
+        self.exit(state.tracker.resume_point().or(held_offset))
     }
 
     /// The budget is spent: hands the open chunk to the sink (so its memory
-    /// can come back) and waits for the held record's `estimate` and the
-    /// next chunk's first allocation.
+    /// can come back) and waits for what the held record needs beyond what
+    /// the task holds — never more than the whole budget, so the wait
+    /// always ends once the other reservations come back.
     fn block(&self, state: &mut Loop, estimate: usize) -> MemoryWait {
         self.submit(state, false);
-        let need = estimate + state.chunk.pending_allocation();
+        let need = (state.chunk.footprint() + state.chunk.pending_allocation() + estimate)
+            .min(self.budget.limit())
+            .saturating_sub(state.reservation.bytes());
         let budget = self.budget.clone();
-        Box::pin(async move { budget.reserve(need).await })
+        Box::pin(async move {
+            if need == 0 {
+                budget.empty()
+            } else {
+                budget.reserve(need).await
+            }
+        })
     }
 
     /// Reads every message already in the queue (up to [`BURST`]), then
@@ -353,7 +402,7 @@ impl PartitionTask {
     ) -> Result<Option<usize>, ()> {
         for _ in 0..BURST {
             match stream.next().now_or_never() {
-                Some(Some(Ok(message))) => match self.take(state, &message) {
+                Some(Some(Ok(message))) => match self.take(state, &message, false) {
                     Step::Written => {}
                     Step::NeedMemory(need) => {
                         *held = Some(message);
@@ -376,11 +425,29 @@ impl PartitionTask {
     /// record's estimate (its raw copy, its encoded lines); after it, any
     /// growth beyond that (a buffer that doubled) when the budget has it —
     /// else the next record waits for it.
-    fn take(&self, state: &mut Loop, message: &BorrowedMessage<'_>) -> Step {
+    ///
+    /// `forced` after a wait for memory: the record goes through with what
+    /// the budget gave (a record larger than the whole budget is never
+    /// dropped nor waits forever).
+    fn take(&self, state: &mut Loop, message: &BorrowedMessage<'_>, forced: bool) -> Step {
         let key = message.key();
         let value = message.payload();
         let raw = key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len);
         let estimate = 2 * raw + RECORD_OVERHEAD + state.tp.topic.len();
+        let offset = message.offset();
+        if state.tracker.first_read().is_none() {
+            // Before anything can go wrong with it (a wait for memory
+            // included): a task that dies must be restarted at the first
+            // offset it took from the queue.
+            self.assignment.set_first_read(Some(offset));
+        }
+        if state.chunk.is_empty()
+            && state.chunk.pending_allocation() + estimate > self.budget.available()
+        {
+            // The budget is too tight for the usual first allocation: this
+            // chunk grows from what its records need instead.
+            state.chunk.forget_sizes();
+        }
         let shortfall = (state.chunk.footprint() + state.chunk.pending_allocation() + estimate)
             .saturating_sub(state.reservation.bytes());
         if shortfall > 0 {
@@ -390,14 +457,11 @@ impl PartitionTask {
                 .or_else(|| self.budget.try_reserve(shortfall));
             match slab {
                 Some(r) => state.reservation.merge(r),
+                None if forced => {
+                    debug!(partition = %state.tp, offset, bytes = estimate, reserved = state.reservation.bytes(), "record larger than the free budget goes through with what it was granted");
+                }
                 None => return Step::NeedMemory(estimate),
             }
-        }
-        let offset = message.offset();
-        if state.tracker.first_read().is_none() {
-            // Before anything can go wrong with it: a task that dies must be
-            // restarted at the first offset it took from the queue.
-            self.assignment.set_first_read(Some(offset));
         }
         crate::fault::before_record(&state.tp, offset);
         if !state.tracker.read(offset) {
@@ -421,6 +485,28 @@ impl PartitionTask {
             Ok(Shaped::TransformFailed(error)) => {
                 state.counters.transform_failures.inc();
                 debug!(partition = %state.tp, offset, %error, "transform failed; indexed untransformed");
+            }
+            Ok(Shaped::TransformFailedDropped(error)) => {
+                state.counters.transform_failures.inc();
+                state.counters.dropped.inc();
+                debug!(partition = %state.tp, offset, %error, "transform failed; dropped (transform_failure = \"drop\")");
+            }
+            Ok(Shaped::Refused(reason)) => {
+                // Into the chunk without lines: the sink dead-letters it
+                // with the reason, and its offset advances only after that.
+                if reason.starts_with(TRANSFORM_FAILED) {
+                    state.counters.transform_failures.inc();
+                }
+                debug!(partition = %state.tp, offset, %reason, "record refused; dead-lettering it");
+                state.chunk.refuse(
+                    RawRecord {
+                        offset,
+                        key,
+                        value,
+                        timestamp_ms: record.timestamp_ms,
+                    },
+                    reason,
+                );
             }
             Err(e) => {
                 // Serialising owned text cannot fail; if it ever does, stop
@@ -459,7 +545,12 @@ impl PartitionTask {
         let Some(id) = state.tracker.seal() else {
             return;
         };
-        let sizes = state.chunk.sizes(self.batch.max_bytes);
+        // The next chunk's first allocation stays within a quarter of the
+        // budget, whatever the last chunk held: pre-allocation can never
+        // make a wait for memory exceed the budget.
+        let sizes = state
+            .chunk
+            .sizes_within(self.batch.max_bytes, self.budget.limit() / 4);
         let builder = std::mem::replace(
             &mut state.chunk,
             ChunkBuilder::sized(state.tp.clone(), sizes),
@@ -485,7 +576,11 @@ impl PartitionTask {
     /// Records a chunk's answer: the tracker may hand out an offset to store.
     fn answered(&self, state: &mut Loop, sent: Sent, outcome: Option<ChunkOutcome>) {
         state.waiting.remove(&sent.id);
-        let Some(outcome) = outcome else {
+        let Some(outcome) = outcome.filter(|o| !o.lost) else {
+            // Dropped by the sink without being settled (it stopped, or its
+            // driver failed): nothing of it may be stored, and its records
+            // must be read again.
+            state.lost = true;
             return;
         };
         state.counters.indexed.inc_by(outcome.stored as u64);
@@ -592,14 +687,11 @@ impl PartitionTask {
                 _ = cancel.cancelled() => break false,
                 _ = &mut ensure => break true,
                 _ = tokio::time::sleep(PAUSE_AFTER), if paused.is_none() => {
-                    self.control.pause(tp);
-                    paused = Some(GaugeGuard::new(&self.metrics.partitions_paused, 1));
+                    paused = Some(PauseGuard::pause(&self.control, tp, &self.metrics.partitions_paused));
                 }
             }
         };
-        if paused.take().is_some() {
-            self.control.resume(tp);
-        }
+        drop(paused);
         installed
     }
 

@@ -1,0 +1,283 @@
+//! Records at the edges of the memory budget and of shaping: held while
+//! the budget is spent, larger than the budget, refused by a transform.
+//! Each must end indexed or dead-lettered, never committed unseen, never
+//! stalling the process.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::proxy::{Fault, FaultProxy};
+use common::{unique, wait_until, Logingest, Options, Stack, GROUP_DEADLINE};
+use rdkafka::producer::FutureRecord;
+
+const PREFIX: &str = "/logingest/topics/";
+
+/// The ids present in `index` (none when it does not exist).
+async fn ids_in(stack: &Stack, index: &str) -> BTreeSet<String> {
+    stack.all_versions(index).await.into_keys().collect()
+}
+
+/// Produces 1 kB lines round-robin over `partitions` as fast as the broker
+/// takes them, in rounds of `per_round` every 50 ms, until `stop`.
+fn produce_kilobyte_lines(
+    stack: &Stack,
+    topic: &str,
+    partitions: i32,
+    per_round: usize,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    let producer = common::steady_producer(&stack.brokers);
+    let topic = topic.to_string();
+    tokio::spawn(async move {
+        let pad = "k".repeat(1000);
+        let mut ids = Vec::new();
+        let mut i = 0i32;
+        while !stop.load(Ordering::Relaxed) {
+            let mut sends = Vec::new();
+            for _ in 0..per_round {
+                let value = format!("{i} {pad}");
+                let partition = i % partitions;
+                i += 1;
+                let producer = producer.clone();
+                let topic = topic.clone();
+                sends.push(async move {
+                    let record = FutureRecord::<(), _>::to(&topic)
+                        .payload(&value)
+                        .partition(partition);
+                    producer
+                        .send(record, Duration::from_secs(60))
+                        .await
+                        .map(|d| format!("{topic}-{}-{}", d.partition, d.offset))
+                        .unwrap_or_else(|(e, _)| panic!("produce to {topic}: {e}"))
+                });
+            }
+            ids.extend(futures::future::join_all(sends).await);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ids
+    })
+}
+
+/// Issue 17.1: a record taken from the queue while the budget is spent is
+/// held by its task; cancelling the task (here: the topic's index changed)
+/// must leave its offset to the next task, not store past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_held_for_memory_are_not_committed_when_the_task_is_cancelled() {
+    let stack = Stack::start();
+    let proxy = FaultProxy::start(&stack.es_url).await;
+    let topic = unique("held");
+    let first = format!("{topic}-a");
+    let second = format!("{topic}-b");
+    stack.create_topic(&topic, 4);
+    stack.put(
+        &format!("{PREFIX}{topic}"),
+        &format!(r#"{{"index": "{first}"}}"#),
+    );
+    let options = Options {
+        es_url: Some(proxy.url()),
+        batch: "max_documents = 100\nmax_bytes = 131072".into(),
+        extra: "[index_template]\nenabled = false\n[memory]\nmax_buffered = \"1MiB\"\n".into(),
+        ..Options::default()
+    };
+    // Every request waits: the budget is spent and tasks hold records.
+    proxy.set(Fault::Delay(Duration::from_millis(700)));
+    let daemon = Logingest::start(&stack, &options);
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = produce_kilobyte_lines(&stack, &topic, 4, 100, stop.clone());
+    daemon
+        .wait_metric("logingest_partitions_paused", 4.0, GROUP_DEADLINE)
+        .await;
+    // Settings changes cancel every task of the topic, each time while the
+    // budget is spent.
+    for round in 0..4 {
+        let index = if round % 2 == 0 { &second } else { &first };
+        stack.put(
+            &format!("{PREFIX}{topic}"),
+            &format!(r#"{{"index": "{index}"}}"#),
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let ids = producer.await.expect("producer");
+    proxy.set(Fault::None);
+    stack
+        .wait_committed_through(&options.group, &topic, 4, &ids, Duration::from_secs(120))
+        .await;
+    let stored: BTreeSet<String> = ids_in(&stack, &first)
+        .await
+        .union(&ids_in(&stack, &second).await)
+        .cloned()
+        .collect();
+    let missing: Vec<&String> = ids.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(!ids.is_empty());
+    assert!(
+        missing.is_empty(),
+        "{} of {} committed records are in neither index: {:?}",
+        missing.len(),
+        ids.len(),
+        &missing[..missing.len().min(20)]
+    );
+    drop(daemon);
+}
+
+/// Issue 17.2: a record larger than the free budget (here, than the whole
+/// budget's share) goes through with what the budget can give; nothing
+/// around it is lost and the budget is whole again at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_larger_than_the_budget_goes_through_and_nothing_is_lost() {
+    let stack = Stack::start();
+    let topic = unique("huge");
+    stack.create_topic(&topic, 1);
+    stack.put(&format!("{PREFIX}{topic}"), "");
+    let options = Options {
+        batch: "max_bytes = 1048576".into(),
+        extra: "[index_template]\nenabled = false\n[memory]\nmax_buffered = \"4MiB\"\n".into(),
+        kafka_options: "\"fetch.message.max.bytes\" = \"8388608\"\n\"receive.message.max.bytes\" = \"20000000\"".into(),
+        ..Options::default()
+    };
+    let daemon = Logingest::start(&stack, &options);
+    let huge = "h".repeat(5 << 19); // 2.5 MiB
+    let mut records: Vec<(Option<Vec<u8>>, Vec<u8>)> = (0..20)
+        .map(|i| (None, format!("small {i}").into_bytes()))
+        .collect();
+    records.insert(10, (None, huge.clone().into_bytes()));
+    let ids = common::produce_to_with(
+        &stack.brokers,
+        &topic,
+        1,
+        &records,
+        &[("message.max.bytes", "10000000")],
+    )
+    .await;
+    stack
+        .wait_committed_through(&options.group, &topic, 1, &ids, GROUP_DEADLINE)
+        .await;
+    stack.assert_exactly(&topic, &ids).await;
+    let documents = stack.documents(&topic).await;
+    assert_eq!(
+        documents[&ids[10]]["message"].as_str().map(str::len),
+        Some(huge.len())
+    );
+    let budget = daemon
+        .metric("logingest_memory_budget_bytes")
+        .await
+        .expect("budget gauge");
+    wait_until("the budget given back", Duration::from_secs(10), || async {
+        daemon.metric("logingest_buffered_bytes").await == Some(0.0)
+    })
+    .await;
+    assert_eq!(budget, 4.0 * 1024.0 * 1024.0);
+}
+
+/// Issue 17.2: with a budget of two requests and 2 kB lines, the next
+/// chunk's pre-allocation never needs more than the budget can give: every
+/// partition keeps going.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tight_budget_with_large_batches_never_stalls() {
+    let stack = Stack::start();
+    let topic = unique("tight");
+    stack.create_topic(&topic, 1);
+    stack.put(&format!("{PREFIX}{topic}"), "");
+    let options = Options {
+        batch: "max_bytes = 1048576\nmax_documents = 5000".into(),
+        extra: "[index_template]\nenabled = false\n[memory]\nmax_buffered = \"2MiB\"\n".into(),
+        ..Options::default()
+    };
+    let daemon = Logingest::start(&stack, &options);
+    let pad = "t".repeat(2000);
+    let records: Vec<_> = (0..5000)
+        .map(|i| (None, format!("{i} {pad}").into_bytes()))
+        .collect();
+    let ids = stack.produce(&topic, 1, &records).await;
+    stack
+        .wait_committed_through(&options.group, &topic, 1, &ids, Duration::from_secs(90))
+        .await;
+    stack.assert_exactly(&topic, &ids).await;
+    let budget = daemon
+        .metric("logingest_memory_budget_bytes")
+        .await
+        .expect("budget gauge");
+    wait_until("the budget given back", Duration::from_secs(10), || async {
+        daemon
+            .metric("logingest_buffered_bytes")
+            .await
+            .is_some_and(|b| b <= budget && b == 0.0)
+    })
+    .await;
+}
+
+/// Issue 17.7: a topic whose transform must not be bypassed (redaction)
+/// sends records its transform fails on to the dead letters, not into its
+/// index; `%index` cannot route into the dead-letter index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_transforms_go_to_the_dead_letters_when_the_topic_says_so() {
+    let stack = Stack::start();
+    let topic = unique("redact");
+    let dead = unique("dead-letters");
+    stack.create_topic(&topic, 1);
+    let program = format!("del(.password)\nif .route == \"dlq\" {{ %index = \"{dead}\" }}");
+    stack.put(
+        &format!("{PREFIX}{topic}"),
+        &serde_json::json!({
+            "format": "json",
+            "transform": program,
+            "transform_failure": "dead_letter",
+        })
+        .to_string(),
+    );
+    let options = Options {
+        extra: format!(
+            "[index_template]\nenabled = false\n[dead_letter]\ndestination = \"elasticsearch\"\nindex = \"{dead}\"\n"
+        ),
+        ..Options::default()
+    };
+    let daemon = Logingest::start(&stack, &options);
+    // Over the transform's 64 KiB input cap: it cannot be redacted.
+    let long = format!(
+        r#"{{"password": "hunter2", "pad": "{}"}}"#,
+        "p".repeat(70 << 10)
+    );
+    let records = vec![
+        (None, br#"{"password": "s3cret", "user": "a"}"#.to_vec()),
+        (None, long.into_bytes()),
+        (None, br#"{"password": "x", "route": "dlq"}"#.to_vec()),
+        (None, br#"{"password": "s3cret", "user": "b"}"#.to_vec()),
+    ];
+    let ids = stack.produce(&topic, 1, &records).await;
+    stack
+        .wait_committed_through(&options.group, &topic, 1, &ids, GROUP_DEADLINE)
+        .await;
+    stack
+        .assert_exactly(&topic, &[ids[0].clone(), ids[3].clone()])
+        .await;
+    let indexed = stack.documents(&topic).await;
+    for doc in indexed.values() {
+        assert!(doc.get("password").is_none(), "not redacted: {doc}");
+    }
+    let letters = stack.documents(&dead).await;
+    assert_eq!(
+        letters.keys().cloned().collect::<BTreeSet<_>>(),
+        BTreeSet::from([ids[1].clone(), ids[2].clone()]),
+        "{letters:?}"
+    );
+    for id in [&ids[1], &ids[2]] {
+        let reason = letters[id]["error"]["reason"].as_str().unwrap_or_default();
+        assert!(reason.starts_with("transform failed: "), "{id}: {reason}");
+    }
+    assert!(letters[&ids[2]]["error"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("dead-letter index"));
+    assert_eq!(
+        daemon
+            .metric(&format!(
+                "logingest_transform_failures_total{{topic=\"{topic}\"}}"
+            ))
+            .await,
+        Some(2.0)
+    );
+}
