@@ -24,7 +24,7 @@ use crate::sink::chunk::{ChunkBuilder, RawRecord};
 use crate::sink::encoder::EntryEncoder;
 #[cfg(test)]
 use crate::topic::document_id;
-use crate::topic::{LineFormat, TopicPartition, TopicSettings};
+use crate::topic::{LineFormat, TopicPartition, TopicSettings, TransformFailure};
 use crate::transform::{self, Applied, Runner};
 
 /// The parts of a Kafka record that end up in a document.
@@ -153,8 +153,10 @@ pub struct Shaper {
     runner: Option<Runner>,
     /// Why the topic's transform could not be had (it compiled when the
     /// registry value was read, so this is not expected): every document is
-    /// then indexed untransformed and tagged, never lost.
+    /// then handled as a failed transform, never lost.
     broken: Option<String>,
+    /// An index no transform may route into (the dead-letter index).
+    protected_index: Option<Arc<str>>,
 }
 
 /// What became of a record.
@@ -167,9 +169,20 @@ pub enum Shaped {
     Dropped,
     /// The transform failed at run time: the untransformed document, tagged
     /// `transform_failure` with the error in `transform.error`, is in the
-    /// chunk.
+    /// chunk (`transform_failure = "index"`).
     TransformFailed(String),
+    /// The transform failed and the topic says `transform_failure =
+    /// "drop"`: nothing in the chunk, its offset advances.
+    TransformFailedDropped(String),
+    /// The record must not be indexed (with why; nothing is in the chunk):
+    /// the caller hands it to [`ChunkBuilder::refuse`] so that it is
+    /// dead-lettered. A failed transform under `transform_failure =
+    /// "dead_letter"` starts its reason with [`TRANSFORM_FAILED`].
+    Refused(String),
 }
+
+/// How the reason of a record refused for a failed transform starts.
+pub const TRANSFORM_FAILED: &str = "transform failed: ";
 
 impl Shaper {
     /// The shaper of `partition` under `settings`.
@@ -187,7 +200,15 @@ impl Shaper {
             partition,
             runner,
             broken,
+            protected_index: None,
         }
+    }
+
+    /// Refuses `%index` routing into `index` (the dead-letter index): such
+    /// a record is handled as a failed transform.
+    pub fn protecting(mut self, index: Option<Arc<str>>) -> Self {
+        self.protected_index = index;
+        self
     }
 
     /// The settings it shapes with.
@@ -231,6 +252,36 @@ impl Shaper {
         (doc, time)
     }
 
+    /// A transform's routing into the protected index is a failure: the
+    /// document is taken untransformed, marked, into the topic's index.
+    fn guard_protected_index(
+        &self,
+        applied: Applied,
+        record: &Record<'_>,
+        now: DateTime<Utc>,
+    ) -> Applied {
+        match (&applied, &self.protected_index) {
+            (
+                Applied::Index {
+                    index, error: None, ..
+                },
+                Some(protected),
+            ) if index.as_str() == &**protected => {
+                let error = format!(
+                    "%index {index:?} is the dead-letter index; transforms may not route into it"
+                );
+                let (mut document, time) = self.object(record, now);
+                transform::mark_failure(&mut document, &error);
+                Applied::Index {
+                    document,
+                    index: self.encoder.settings().template.render(time).into_owned(),
+                    error: Some(error),
+                }
+            }
+            _ => applied,
+        }
+    }
+
     /// Appends the document of `record` (both `_bulk` lines) to `chunk`.
     pub fn write(
         &mut self,
@@ -257,6 +308,7 @@ impl Shaper {
                         }
                     }
                 };
+                let applied = self.guard_protected_index(applied, record, now);
                 match applied {
                     Applied::Drop { .. } => return Ok(Shaped::Dropped),
                     Applied::Index {
@@ -265,7 +317,19 @@ impl Shaper {
                         error,
                     } => {
                         if let Some(error) = error {
-                            shaped = Shaped::TransformFailed(error);
+                            match self.settings().transform_failure {
+                                TransformFailure::Index => {
+                                    shaped = Shaped::TransformFailed(error);
+                                }
+                                TransformFailure::Drop => {
+                                    return Ok(Shaped::TransformFailedDropped(error))
+                                }
+                                TransformFailure::DeadLetter => {
+                                    return Ok(Shaped::Refused(format!(
+                                        "{TRANSFORM_FAILED}{error}"
+                                    )))
+                                }
+                            }
                         }
                         self.write_object(chunk, record.offset, time, Some(&index), &document)
                     }

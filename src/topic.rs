@@ -256,8 +256,27 @@ pub struct TopicSettings {
     /// The VRL program shaping each document (its source text; the registry
     /// compiles it when the value changes).
     pub transform: Option<Arc<str>>,
+    /// What becomes of a record whose transform fails at run time.
+    pub transform_failure: TransformFailure,
     /// `index`, compiled.
     pub template: IndexTemplate,
+}
+
+/// What becomes of a record whose transform fails at run time (an error,
+/// the deadline, a line over the input cap).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransformFailure {
+    /// Indexed untransformed, tagged `transform_failure` (no record is
+    /// lost, but a redaction program is bypassed for it).
+    #[default]
+    Index,
+    /// Sent to the dead letters with the error, not indexed (for programs
+    /// that must not be bypassed, such as redaction).
+    DeadLetter,
+    /// Dropped, counted in `logingest_transform_failures_total` and
+    /// `logingest_documents_dropped_total`.
+    Drop,
 }
 
 impl TopicSettings {
@@ -275,6 +294,7 @@ impl TopicSettings {
             pipeline: None,
             kafka_fields: KafkaFields::ALL,
             transform: None,
+            transform_failure: TransformFailure::Index,
         }
     }
 }

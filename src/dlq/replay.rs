@@ -355,14 +355,21 @@ impl IndexTarget {
             },
             Utc::now(),
         )?;
-        if shaped == Shaped::Dropped {
-            // The topic's current transform filters it out: replaying it
-            // would index nothing, now or later.
-            return Ok(Box::pin(async {
-                Ok(Fate::NotReplayable(
-                    "dropped by the topic's transform".into(),
-                ))
-            }));
+        match shaped {
+            Shaped::Dropped => {
+                // The topic's current transform filters it out: replaying
+                // it would index nothing, now or later.
+                return Ok(Box::pin(async {
+                    Ok(Fate::NotReplayable(
+                        "dropped by the topic's transform".into(),
+                    ))
+                }));
+            }
+            Shaped::TransformFailedDropped(error) | Shaped::Refused(error) => {
+                // Refused again before indexing: it stays a dead letter.
+                return Ok(Box::pin(async move { Ok(Fate::NotReplayable(error)) }));
+            }
+            Shaped::Written | Shaped::TransformFailed(_) => {}
         }
         let reservation = sink
             .budget

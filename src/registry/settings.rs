@@ -15,7 +15,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::RegistryError;
-use crate::topic::{validate_index, IndexTemplate, KafkaFields, LineFormat, TopicSettings};
+use crate::topic::{
+    validate_index, IndexTemplate, KafkaFields, LineFormat, TopicSettings, TransformFailure,
+};
 
 /// The JSON object of the prefix form; unknown fields are rejected so that a
 /// typo does not silently fall back to a default.
@@ -31,6 +33,7 @@ struct TopicValue {
     pipeline: Option<String>,
     kafka_fields: Option<Vec<KafkaField>>,
     transform: Option<String>,
+    transform_failure: Option<TransformFailure>,
 }
 
 /// One name of the `kafka_fields` list.
@@ -109,6 +112,12 @@ pub fn parse_topic_value(topic: &str, value: &[u8]) -> Result<TopicSettings, Reg
         crate::transform::compiled(&source).map_err(|e| invalid("transform", e))?;
         settings.transform = Some(Arc::from(source));
     }
+    if let Some(failure) = parsed.transform_failure {
+        if settings.transform.is_none() {
+            return Err(invalid("transform_failure", "needs a \"transform\""));
+        }
+        settings.transform_failure = failure;
+    }
     if settings.format != LineFormat::Json {
         if settings.json_target.is_some() {
             return Err(invalid("json_target", "needs \"format\": \"json\""));
@@ -151,6 +160,26 @@ mod tests {
         let stream = parse(r#"{"data_stream": "logs-nginx-default"}"#).unwrap();
         assert!(stream.data_stream);
         assert_eq!(stream.index, "logs-nginx-default");
+    }
+
+    #[test]
+    fn transform_failure_is_parsed_and_needs_a_transform() {
+        let value = r#"{"transform": "del(.password)", "transform_failure": "dead_letter"}"#;
+        assert_eq!(
+            parse(value).unwrap().transform_failure,
+            TransformFailure::DeadLetter
+        );
+        assert_eq!(
+            parse(r#"{"transform": ".a = 1"}"#)
+                .unwrap()
+                .transform_failure,
+            TransformFailure::Index
+        );
+        let error = parse(r#"{"transform_failure": "drop"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("transform_failure: needs"), "{error}");
+        assert!(parse(r#"{"transform": ".a = 1", "transform_failure": "maybe"}"#).is_err());
     }
 
     #[test]
