@@ -48,7 +48,16 @@ use crate::topic::{TopicPartition, TopicSettings};
 
 /// A partition currently assigned to this member.
 struct Assigned {
-    queue: Arc<PartitionQueue>,
+    /// `None` while a superseded task still holds an older handle of the
+    /// same queue (see [`Assigned::superseded`]).
+    queue: Option<Arc<PartitionQueue>>,
+    /// The task of an earlier assignment of the partition, still draining.
+    /// The new task waits for it: librdkafka has one queue per partition
+    /// and rust-rdkafka's `Drop for StreamPartitionQueue` disables that
+    /// queue's wake-up callback, so a new task reading while the old handle
+    /// is dropped would lose its wake-ups (and read about one burst per
+    /// second). The queue is split again once the old task is gone.
+    superseded: Option<Id>,
     status: Arc<PartitionStatus>,
     assignment: Arc<Assignment>,
     task: Option<RunningTask>,
@@ -327,20 +336,25 @@ impl Reconciler {
             KafkaEvent::Assigned(partitions) => {
                 for (queue, assignment) in partitions {
                     let tp = assignment.partition().clone();
+                    let mut superseded = None;
                     if let Some(old) = self.assigned.get(&tp) {
                         if let Some(task) = &old.task {
                             // Its fence is closed: it can no longer store
                             // anything, and the new task starts from what
-                            // the group committed.
-                            warn!(partition = %tp, "assigned again while its old task still drains; starting a new one");
+                            // the group committed, once it is gone.
+                            warn!(partition = %tp, "assigned again while its old task still drains; the new task starts when it has stopped");
                             task.token.cancel();
+                            superseded = Some(task.id);
+                        } else {
+                            superseded = old.superseded;
                         }
                     }
                     let status = self.parts.board.assign(&tp);
                     self.assigned.insert(
                         tp,
                         Assigned {
-                            queue: Arc::new(queue),
+                            queue: Some(Arc::new(queue)),
+                            superseded,
                             status,
                             assignment,
                             task: None,
@@ -394,6 +408,21 @@ impl Reconciler {
             return;
         };
         if let Some(slot) = self.assigned.get_mut(&tp) {
+            if slot.superseded == Some(id) {
+                // Its queue handle is gone, and with it the queue's wake-up
+                // callback: drop ours too, then split the queue again,
+                // which registers the callback afresh.
+                slot.superseded = None;
+                slot.queue = None;
+                slot.queue = self
+                    .parts
+                    .consumer
+                    .split_partition_queue(&tp.topic, tp.partition)
+                    .map(Arc::new);
+                if slot.queue.is_none() {
+                    error!(partition = %tp, "cannot split the partition's queue again; it will not be consumed");
+                }
+            }
             let current = slot.task.as_ref().filter(|t| t.id == id);
             if let Some(task) = current {
                 let asked = task.token.is_cancelled();
@@ -474,7 +503,12 @@ impl Reconciler {
         let now = tokio::time::Instant::now();
         let mut to_start: Vec<(TopicPartition, Arc<TopicSettings>)> = Vec::new();
         for (tp, slot) in &self.assigned {
-            if slot.task.is_some() || slot.revoked || slot.restart_at.is_some_and(|at| at > now) {
+            if slot.task.is_some()
+                || slot.revoked
+                || slot.superseded.is_some()
+                || slot.queue.is_none()
+                || slot.restart_at.is_some_and(|at| at > now)
+            {
                 continue;
             }
             if let Some(settings) = self.desired.get(tp.topic.as_ref()) {
@@ -492,11 +526,14 @@ impl Reconciler {
             let Some(slot) = self.assigned.get_mut(&tp) else {
                 continue;
             };
+            let Some(queue) = slot.queue.clone() else {
+                continue;
+            };
             slot.restart_at = None;
             let task = PartitionTask {
                 assignment: slot.assignment.clone(),
                 settings,
-                queue: slot.queue.clone(),
+                queue,
                 consumer: self.parts.consumer.clone(),
                 control: self.parts.control.clone(),
                 sink: self.parts.sink.clone(),

@@ -281,3 +281,129 @@ async fn failed_transforms_go_to_the_dead_letters_when_the_topic_says_so() {
         Some(2.0)
     );
 }
+
+/// Seconds from producing one record to `partition` until its document
+/// can be fetched by id, for `samples` records one after the other.
+async fn delivery_latencies(
+    stack: &Stack,
+    topic: &str,
+    partition: i32,
+    samples: usize,
+) -> Vec<f64> {
+    let producer = common::steady_producer(&stack.brokers);
+    let http = reqwest::Client::new();
+    let mut latencies = Vec::new();
+    for i in 0..samples {
+        let value = format!("latency probe {i}");
+        let start = std::time::Instant::now();
+        let delivery = producer
+            .send(
+                FutureRecord::<(), _>::to(topic)
+                    .payload(&value)
+                    .partition(partition),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("produce to {topic}: {e}"));
+        let id = format!("{topic}-{}-{}", delivery.partition, delivery.offset);
+        loop {
+            let found = http
+                .get(format!("{}/{topic}/_doc/{id}", stack.es_url))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if found {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{id} not indexed within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        latencies.push(start.elapsed().as_secs_f64());
+    }
+    latencies
+}
+
+/// Issue 17.6: a partition handed over and back while its old task still
+/// drains reads as fast as a fresh assignment (rust-rdkafka's drop of the
+/// old queue handle disables the shared queue's wake-ups; the new task must
+/// not depend on them being there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_back_while_its_old_task_drains_reads_as_fast_as_a_fresh_one() {
+    let stack = Stack::start();
+    let topic = unique("returned");
+    stack.create_topic(&topic, 2);
+    stack.put(&format!("{PREFIX}{topic}"), "");
+    let group = unique("group");
+    let slow = Options {
+        group: group.clone(),
+        extra: "[index_template]\nenabled = false\n".into(),
+        // The revoked task drains for 20 s beyond its deadline, longer
+        // than the revoke waits (drain_timeout + 2 s): the partition is
+        // handed over, and handed back, while it still holds its queue.
+        env: vec![(
+            "LOGINGEST_TEST_SLOW_DRAIN",
+            format!("{topic}/0/20000,{topic}/1/20000"),
+        )],
+        ..Options::default()
+    };
+    let a = Logingest::start(&stack, &slow);
+    let ids = stack.produce_lines(&topic, 2, 10).await;
+    stack
+        .wait_committed_through(&group, &topic, 2, &ids, GROUP_DEADLINE)
+        .await;
+    let mut b = Logingest::start(
+        &stack,
+        &Options {
+            group: group.clone(),
+            extra: "[index_template]\nenabled = false\n".into(),
+            ..Options::default()
+        },
+    );
+    wait_until(
+        "the second member gets a partition",
+        GROUP_DEADLINE,
+        || async {
+            b.metric("logingest_partition_tasks")
+                .await
+                .is_some_and(|n| n >= 1.0)
+        },
+    )
+    .await;
+    b.terminate(Duration::from_secs(20)).await;
+    wait_until(
+        "the partition assigned back while its old task drains",
+        GROUP_DEADLINE,
+        || async {
+            a.log()
+                .contains("assigned again while its old task still drains")
+        },
+    )
+    .await;
+    // The old task is gone once its slow drain ended.
+    wait_until("the old task stopped", Duration::from_secs(40), || async {
+        a.log().contains("test fault: slow drain over")
+            && a.metric("logingest_partition_tasks")
+                .await
+                .is_some_and(|n| n == 2.0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut means = Vec::new();
+    for partition in 0..2 {
+        let latencies = delivery_latencies(&stack, &topic, partition, 12).await;
+        let mean = latencies.iter().sum::<f64>() / latencies.len() as f64;
+        eprintln!("partition {partition}: mean latency {mean:.3} s ({latencies:.3?})");
+        means.push(mean);
+    }
+    let (fast, slowest) = (
+        means.iter().cloned().fold(f64::MAX, f64::min),
+        means.iter().cloned().fold(0.0, f64::max),
+    );
+    assert!(
+        slowest < 2.0 * fast + 0.1,
+        "the returned partition reads slower than the other: {means:?}"
+    );
+}

@@ -366,6 +366,9 @@ impl PartitionTask {
         drop(paused);
         self.status.set_state(PartitionState::Stopping);
         self.drain(&mut state).await;
+        if cancel.is_cancelled() {
+            crate::fault::slow_drain(&state.tp).await;
+        }
         if !cancel.is_cancelled() {
             error!(partition = %state.tp, "partition task ended without being asked to");
         }
