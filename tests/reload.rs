@@ -617,3 +617,57 @@ async fn collector_array_with_a_bad_entry_applies_the_good_ones() {
     stack.assert_exactly(&a, &a_ids).await;
     stack.assert_exactly(&b, &b_ids).await;
 }
+
+/// Issue 17 item 8: a topic value with a field a newer version wrote is
+/// applied (with a warning), and its epoch-seconds timestamps land in the
+/// right daily index; `registry.strict` rejects the same value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_topic_field_is_applied_and_epoch_seconds_find_their_day() {
+    let stack = Stack::start();
+    let topic = unique("newer");
+    stack.create_topic(&topic, 1);
+    let daemon = Logingest::start(&stack, &Options::default());
+    let value = format!(
+        r#"{{"index": "{topic}-%Y.%m.%d", "format": "json", "timestamp_field": "ts", "from_the_future": 1}}"#
+    );
+    stack.put(&format!("/logingest/topics/{topic}"), &value);
+    stack
+        .produce(
+            &topic,
+            1,
+            &[(None, br#"{"ts": 1700000000, "m": "x"}"#.to_vec())],
+        )
+        .await;
+    let day = format!("{topic}-2023.11.14");
+    wait_until(
+        "epoch-seconds line in its day's index",
+        GROUP_DEADLINE,
+        || async { stack.count(&day).await == Some(1) },
+    )
+    .await;
+    assert_eq!(
+        daemon
+            .metric("logingest_registry_changes_rejected_total")
+            .await,
+        Some(1.0),
+        "one warning for the value"
+    );
+    drop(daemon);
+
+    let strict = Logingest::start(
+        &stack,
+        &Options {
+            extra: "[registry]\nstrict = true\n".into(),
+            group: unique("strict"),
+            ..Options::default()
+        },
+    );
+    strict
+        .wait_metric(
+            "logingest_registry_changes_rejected_total",
+            1.0,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(strict.metric("logingest_registry_topics").await, Some(0.0));
+}
