@@ -108,7 +108,8 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
         config.retry.clone(),
         metrics.clone(),
         publish,
-    );
+    )
+    .strict(config.registry.strict);
     let watcher = tokio::spawn(watcher.run(root.child_token()).in_current_span());
 
     let reconciler_heartbeat = Arc::new(Heartbeat::new("reconciler"));

@@ -24,7 +24,7 @@ use crate::sink::chunk::{ChunkBuilder, RawRecord};
 use crate::sink::encoder::EntryEncoder;
 #[cfg(test)]
 use crate::topic::document_id;
-use crate::topic::{LineFormat, TopicPartition, TopicSettings, TransformFailure};
+use crate::topic::{LineFormat, TimestampFormat, TopicPartition, TopicSettings, TransformFailure};
 use crate::transform::{self, Applied, Runner};
 
 /// The parts of a Kafka record that end up in a document.
@@ -63,20 +63,85 @@ pub fn timestamp(timestamp_ms: Option<i64>, now: DateTime<Utc>) -> DateTime<Utc>
         .and_then(DateTime::<Utc>::from_timestamp_millis)
         .unwrap_or(now)
 }
-/// A field's value as a time: RFC 3339 text, or epoch milliseconds (a
-/// number or a string of digits).
-fn parse_time(value: &Value) -> Option<DateTime<Utc>> {
+/// Below this magnitude an epoch number is in seconds (1e11 s is the year
+/// 5138, while 1e11 ms is only 1973: no log line is timed there).
+const EPOCH_SECONDS_BELOW: f64 = 1e11;
+/// Below this, milliseconds (1e14 ms is the year 5138; 1e14 µs is 1973).
+const EPOCH_MILLIS_BELOW: f64 = 1e14;
+/// Below this, microseconds; above, nanoseconds.
+const EPOCH_MICROS_BELOW: f64 = 1e17;
+
+/// An epoch number as a time, in the unit `format` names, or with `Auto` by
+/// its magnitude. Fractions are kept to the nanosecond where f64 allows.
+fn epoch_time(value: f64, format: TimestampFormat) -> Option<DateTime<Utc>> {
+    if !value.is_finite() || value < 0.0 {
+        return None;
+    }
+    let nanos_per_unit = match format {
+        TimestampFormat::Rfc3339 => return None,
+        TimestampFormat::EpochSeconds => 1e9,
+        TimestampFormat::EpochMillis => 1e6,
+        TimestampFormat::EpochMicros => 1e3,
+        TimestampFormat::EpochNanos => 1.0,
+        TimestampFormat::Auto if value < EPOCH_SECONDS_BELOW => 1e9,
+        TimestampFormat::Auto if value < EPOCH_MILLIS_BELOW => 1e6,
+        TimestampFormat::Auto if value < EPOCH_MICROS_BELOW => 1e3,
+        TimestampFormat::Auto => 1.0,
+    };
+    // Split into whole seconds and nanoseconds so that large values keep
+    // their precision (an f64 of nanoseconds since 1970 does not).
+    let units_per_second = 1e9 / nanos_per_unit;
+    let seconds = (value / units_per_second).floor();
+    let nanos = ((value - seconds * units_per_second) * nanos_per_unit).round();
+    if seconds > i64::MAX as f64 {
+        return None;
+    }
+    let nanos = (nanos as u32).min(999_999_999);
+    DateTime::from_timestamp(seconds as i64, nanos)
+}
+
+/// A field's value as a time: RFC 3339 text, or an epoch number (a JSON
+/// number or a string of one), read as `format` says.
+fn parse_time(value: &Value, format: TimestampFormat) -> Option<DateTime<Utc>> {
     match value {
         Value::String(s) => DateTime::parse_from_rfc3339(s)
             .map(|t| t.with_timezone(&Utc))
             .ok()
             .or_else(|| {
-                s.parse::<i64>()
-                    .ok()
-                    .and_then(DateTime::from_timestamp_millis)
+                let s = s.trim();
+                // Exact integer parsing first: an f64 rounds nanoseconds.
+                match s.parse::<i64>() {
+                    Ok(n) => epoch_integer(n, format),
+                    Err(_) => s.parse::<f64>().ok().and_then(|f| epoch_time(f, format)),
+                }
             }),
-        Value::Number(n) => n.as_i64().and_then(DateTime::from_timestamp_millis),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => epoch_integer(i, format),
+            None => n.as_f64().and_then(|f| epoch_time(f, format)),
+        },
         _ => None,
+    }
+}
+
+/// An integer epoch value, exactly for the integer units.
+fn epoch_integer(value: i64, format: TimestampFormat) -> Option<DateTime<Utc>> {
+    if value < 0 {
+        return None;
+    }
+    let magnitude = value as f64;
+    let unit = match format {
+        TimestampFormat::Auto if magnitude < EPOCH_SECONDS_BELOW => TimestampFormat::EpochSeconds,
+        TimestampFormat::Auto if magnitude < EPOCH_MILLIS_BELOW => TimestampFormat::EpochMillis,
+        TimestampFormat::Auto if magnitude < EPOCH_MICROS_BELOW => TimestampFormat::EpochMicros,
+        TimestampFormat::Auto => TimestampFormat::EpochNanos,
+        other => other,
+    };
+    match unit {
+        TimestampFormat::EpochSeconds => DateTime::from_timestamp(value, 0),
+        TimestampFormat::EpochMillis => DateTime::from_timestamp_millis(value),
+        TimestampFormat::EpochMicros => DateTime::from_timestamp_micros(value),
+        TimestampFormat::EpochNanos => Some(DateTime::from_timestamp_nanos(value)),
+        TimestampFormat::Rfc3339 | TimestampFormat::Auto => None,
     }
 }
 
@@ -110,7 +175,7 @@ fn json_source(
         Some(Ok(object)) => {
             if let Some(field) = &settings.timestamp_field {
                 time = lookup(&object, field)
-                    .and_then(parse_time)
+                    .and_then(|v| parse_time(v, settings.timestamp_format))
                     .unwrap_or(kafka_time);
             }
             match &settings.json_target {
@@ -543,5 +608,66 @@ mod tests {
         assert_eq!(entry(r).1["@timestamp"], "2023-11-14T22:13:20.000Z");
         r.timestamp_ms = Some(i64::MAX);
         assert_eq!(entry(r).1["@timestamp"], "2023-11-14T22:13:20.000Z");
+    }
+
+    #[test]
+    fn epoch_numbers_are_read_by_magnitude() {
+        let at = |v: Value, f: TimestampFormat| {
+            parse_time(&v, f).map(|t| t.to_rfc3339_opts(SecondsFormat::Nanos, true))
+        };
+        let auto = TimestampFormat::Auto;
+        let want = Some("2023-11-14T22:13:20.000000000Z".to_string());
+        for v in [
+            json!(1_700_000_000),
+            json!(1_700_000_000_000i64),
+            json!(1_700_000_000_000_000i64),
+            json!(1_700_000_000_000_000_000i64),
+            json!("1700000000"),
+            json!(1_700_000_000.0),
+        ] {
+            assert_eq!(at(v.clone(), auto), want, "{v}");
+        }
+        assert_eq!(
+            at(json!(1_700_000_000.25), auto).as_deref(),
+            Some("2023-11-14T22:13:20.250000000Z")
+        );
+        assert_eq!(
+            at(json!("1700000000.5"), auto).as_deref(),
+            Some("2023-11-14T22:13:20.500000000Z")
+        );
+        assert_eq!(
+            at(json!(1_700_000_000_123_456_789i64), auto).as_deref(),
+            Some("2023-11-14T22:13:20.123456789Z")
+        );
+        // Thresholds: just under 1e11 is seconds (year 5138), at 1e11 ms.
+        assert!(at(json!(99_999_999_999i64), auto)
+            .unwrap()
+            .starts_with("5138-"));
+        assert!(at(json!(100_000_000_000i64), auto)
+            .unwrap()
+            .starts_with("1973-"));
+        // An explicit format overrides the magnitude.
+        assert_eq!(
+            at(json!(1_700_000_000_000i64), TimestampFormat::EpochMillis),
+            want
+        );
+        assert!(at(json!(1_700_000), TimestampFormat::EpochMillis)
+            .unwrap()
+            .starts_with("1970-01-01T00:28"));
+        assert_eq!(at(json!(1_700_000_000), TimestampFormat::Rfc3339), None);
+        assert_eq!(at(json!(-5), auto), None);
+        assert_eq!(at(json!("soon"), auto), None);
+    }
+
+    #[test]
+    fn epoch_seconds_timestamp_field_picks_the_right_daily_index() {
+        let s = settings(r#"{"index": "app-%Y.%m.%d", "format": "json", "timestamp_field": "ts"}"#);
+        let (_, source) = entry_with(&s, record(Some(br#"{"ts": 1700000000}"#), None));
+        assert_eq!(source["@timestamp"], "2023-11-14T22:13:20.000Z");
+        let s = settings(
+            r#"{"format": "json", "timestamp_field": "ts", "timestamp_format": "epoch_seconds"}"#,
+        );
+        let (_, source) = entry_with(&s, record(Some(br#"{"ts": 1700000}"#), None));
+        assert_eq!(source["@timestamp"], "1970-01-20T16:13:20.000Z");
     }
 }

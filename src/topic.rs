@@ -192,6 +192,26 @@ pub enum LineFormat {
     Json,
 }
 
+/// How a `timestamp_field` value is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestampFormat {
+    /// RFC 3339 text, or an epoch number whose unit is told by its
+    /// magnitude (seconds, milliseconds, microseconds or nanoseconds).
+    #[default]
+    Auto,
+    /// RFC 3339 text only.
+    Rfc3339,
+    /// Seconds since the epoch (fractions allowed).
+    EpochSeconds,
+    /// Milliseconds since the epoch.
+    EpochMillis,
+    /// Microseconds since the epoch.
+    EpochMicros,
+    /// Nanoseconds since the epoch.
+    EpochNanos,
+}
+
 /// Which `kafka.*` fields each document carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KafkaFields {
@@ -246,9 +266,11 @@ pub struct TopicSettings {
     /// With `json`: put the object's fields under this key instead of at the
     /// top level.
     pub json_target: Option<String>,
-    /// With `json`: take `@timestamp` from this field (RFC 3339 or epoch
-    /// milliseconds), else from the Kafka timestamp.
+    /// With `json`: take `@timestamp` from this field (RFC 3339 or an epoch
+    /// number), else from the Kafka timestamp.
     pub timestamp_field: Option<String>,
+    /// How `timestamp_field` is read (`auto`: by the number's magnitude).
+    pub timestamp_format: TimestampFormat,
     /// Elasticsearch ingest pipeline applied to the documents.
     pub pipeline: Option<String>,
     /// Which `kafka.*` fields the documents carry.
@@ -291,6 +313,7 @@ impl TopicSettings {
             format: LineFormat::Text,
             json_target: None,
             timestamp_field: None,
+            timestamp_format: TimestampFormat::Auto,
             pipeline: None,
             kafka_fields: KafkaFields::ALL,
             transform: None,

@@ -572,3 +572,102 @@ async fn partitions_added_to_a_registered_topic_are_picked_up() {
     stack.assert_exactly(&topic, &ids).await;
     assert_eq!(daemon.metric("logingest_partition_tasks").await, Some(3.0));
 }
+
+/// Issue 17 item 8: one bad entry of a collector array does not freeze it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_array_with_a_bad_entry_applies_the_good_ones() {
+    let stack = Stack::start();
+    let (a, b) = (unique("colla"), unique("collb"));
+    stack.create_topic(&a, 1);
+    stack.create_topic(&b, 1);
+    let daemon = Logingest::start(&stack, &Options::default());
+    stack.put(
+        "collectlogkey1",
+        &format!(r#"[{{"path": "/a", "topic": "{a}"}}, {{"path": "/b", "topic": "{b}"}}]"#),
+    );
+    let a_ids = stack.produce_lines(&a, 1, 5).await;
+    let b_ids = stack.produce_lines(&b, 1, 5).await;
+    wait_until("both indexed", GROUP_DEADLINE, || async {
+        stack.count(&a).await == Some(5) && stack.count(&b).await == Some(5)
+    })
+    .await;
+    // The agent removes b and a newer agent adds an entry without a topic.
+    stack.put(
+        "collectlogkey1",
+        &format!(r#"[{{"path": "/a", "topic": "{a}"}}, {{"path": "/new", "source": "journald"}}]"#),
+    );
+    daemon
+        .wait_metric("logingest_registry_topics", 1.0, Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        daemon
+            .metric("logingest_registry_changes_rejected_total")
+            .await,
+        Some(1.0),
+        "the bad entry is reported"
+    );
+    // Lines to the removed topic first: once a's are in, b's would be too.
+    stack.produce_lines(&b, 1, 5).await;
+    let mut a_ids = a_ids;
+    a_ids.extend(stack.produce_lines(&a, 1, 5).await);
+    wait_until("kept topic flows", GROUP_DEADLINE, || async {
+        stack.count(&a).await == Some(10)
+    })
+    .await;
+    stack.assert_exactly(&a, &a_ids).await;
+    stack.assert_exactly(&b, &b_ids).await;
+}
+
+/// Issue 17 item 8: a topic value with a field a newer version wrote is
+/// applied (with a warning), and its epoch-seconds timestamps land in the
+/// right daily index; `registry.strict` rejects the same value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_topic_field_is_applied_and_epoch_seconds_find_their_day() {
+    let stack = Stack::start();
+    let topic = unique("newer");
+    stack.create_topic(&topic, 1);
+    let daemon = Logingest::start(&stack, &Options::default());
+    let value = format!(
+        r#"{{"index": "{topic}-%Y.%m.%d", "format": "json", "timestamp_field": "ts", "from_the_future": 1}}"#
+    );
+    stack.put(&format!("/logingest/topics/{topic}"), &value);
+    stack
+        .produce(
+            &topic,
+            1,
+            &[(None, br#"{"ts": 1700000000, "m": "x"}"#.to_vec())],
+        )
+        .await;
+    let day = format!("{topic}-2023.11.14");
+    wait_until(
+        "epoch-seconds line in its day's index",
+        GROUP_DEADLINE,
+        || async { stack.count(&day).await == Some(1) },
+    )
+    .await;
+    assert_eq!(
+        daemon
+            .metric("logingest_registry_changes_rejected_total")
+            .await,
+        Some(1.0),
+        "one warning for the value"
+    );
+    drop(daemon);
+
+    let strict = Logingest::start(
+        &stack,
+        &Options {
+            extra: "[registry]\nstrict = true\n".into(),
+            group: unique("strict"),
+            ..Options::default()
+        },
+    );
+    strict
+        .wait_metric(
+            "logingest_registry_changes_rejected_total",
+            1.0,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(strict.metric("logingest_registry_topics").await, Some(0.0));
+}

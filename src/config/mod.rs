@@ -114,6 +114,18 @@ pub struct Config {
     pub dead_letter: DeadLetterConfig,
     /// The index templates logingest installs for its indices.
     pub index_template: IndexTemplateConfig,
+    /// How registry values are judged.
+    pub registry: RegistryConfig,
+}
+
+/// `[registry]`: how registry values written by other versions are judged.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Reject a topic value with fields this version does not know, instead
+    /// of applying it with a warning (a newer instance may write them during
+    /// a rolling upgrade).
+    pub strict: bool,
 }
 
 /// `[index_template]`: mappings for logingest's indices (`@timestamp` as

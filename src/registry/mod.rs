@@ -44,23 +44,58 @@ struct CollectorEntry {
     topic: String,
 }
 
-/// The desired topics and their settings, as the reconciler consumes them.
-pub type DesiredTopics = BTreeMap<String, Arc<TopicSettings>>;
+/// A collector array, parsed entry by entry: the topics of the good entries
+/// and one reason per bad entry (naming it by position and topic).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CollectorTopics {
+    /// The topics of the valid entries.
+    pub topics: BTreeSet<String>,
+    /// Why each bad entry was skipped.
+    pub rejected: Vec<String>,
+}
 
-/// Parses a collector key's JSON array into its set of topics.
-pub fn parse_collector_value(value: &[u8]) -> Result<BTreeSet<String>, RegistryError> {
-    let entries: Vec<CollectorEntry> = serde_json::from_slice(value).map_err(|e| {
+/// Parses a collector key's JSON array entry by entry. Only a value that is
+/// not a JSON array at all is an error; a bad entry is skipped and reported,
+/// so that one entry written by another agent version does not freeze the
+/// whole array (and keep ingesting a topic the agent has since removed).
+pub fn parse_collector_entries(value: &[u8]) -> Result<CollectorTopics, RegistryError> {
+    let entries: Vec<serde_json::Value> = serde_json::from_slice(value).map_err(|e| {
         RegistryError::InvalidValue(format!(
             "expected a JSON array like [{{\"path\": \"/var/log/x.log\", \"topic\": \"x\"}}]: {e}"
         ))
     })?;
-    let mut topics = BTreeSet::new();
-    for entry in entries {
-        validate_topic(&entry.topic)?;
-        validate_index(&TopicSettings::defaults(&entry.topic).index)?;
-        topics.insert(entry.topic);
+    let mut parsed = CollectorTopics::default();
+    for (i, entry) in entries.into_iter().enumerate() {
+        let name = entry
+            .get("topic")
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "(no topic)".into());
+        let checked = serde_json::from_value::<CollectorEntry>(entry)
+            .map_err(|e| RegistryError::InvalidValue(e.to_string()))
+            .and_then(|entry| {
+                validate_topic(&entry.topic)?;
+                validate_index(&TopicSettings::defaults(&entry.topic).index)?;
+                Ok(entry.topic)
+            });
+        match checked {
+            Ok(topic) => {
+                parsed.topics.insert(topic);
+            }
+            Err(e) => parsed
+                .rejected
+                .push(format!("entry {i} (topic {name}): {e}")),
+        }
     }
-    Ok(topics)
+    Ok(parsed)
+}
+
+/// The desired topics and their settings, as the reconciler consumes them.
+pub type DesiredTopics = BTreeMap<String, Arc<TopicSettings>>;
+
+/// Parses a collector key's JSON array into its set of topics.
+/// The bad entries are dropped (see [`parse_collector_entries`] for them).
+pub fn parse_collector_value(value: &[u8]) -> Result<BTreeSet<String>, RegistryError> {
+    parse_collector_entries(value).map(|parsed| parsed.topics)
 }
 
 /// What one key contributes to the desired set.
@@ -76,6 +111,8 @@ pub struct RegistryState {
     prefix: String,
     collector_keys: BTreeSet<String>,
     entries: BTreeMap<String, Entry>,
+    strict: bool,
+    warnings: Vec<(String, String)>,
 }
 
 impl RegistryState {
@@ -85,7 +122,22 @@ impl RegistryState {
             prefix: prefix.to_string(),
             collector_keys: collector_keys.iter().cloned().collect(),
             entries: BTreeMap::new(),
+            strict: false,
+            warnings: Vec::new(),
         }
+    }
+
+    /// With `strict`, a topic value with fields this version does not know
+    /// is rejected instead of applied with a warning (`registry.strict`).
+    pub fn with_strict(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
+    }
+
+    /// What the last puts applied but reported, as `(key, reason)`: bad
+    /// entries of a collector array, unknown fields of a topic value.
+    pub fn take_warnings(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.warnings)
     }
 
     /// The key prefix of the prefix form.
@@ -98,15 +150,27 @@ impl RegistryState {
         self.collector_keys.iter().map(String::as_str)
     }
 
-    fn parse(&self, key: &str, value: &[u8]) -> Result<Option<Entry>, RegistryError> {
+    fn parse(&mut self, key: &str, value: &[u8]) -> Result<Option<Entry>, RegistryError> {
         if self.collector_keys.contains(key) {
-            return parse_collector_value(value).map(|t| Some(Entry::Collector(t)));
+            let parsed = parse_collector_entries(value)?;
+            self.warnings
+                .extend(parsed.rejected.into_iter().map(|w| (key.to_string(), w)));
+            return Ok(Some(Entry::Collector(parsed.topics)));
         }
         let Some(topic) = key.strip_prefix(&self.prefix) else {
             return Ok(None);
         };
         validate_topic(topic)?;
-        let settings = parse_topic_value(topic, value)?;
+        let (settings, unknown) = settings::parse_topic_value_checked(topic, value, self.strict)?;
+        if !unknown.is_empty() {
+            self.warnings.push((
+                key.to_string(),
+                format!(
+                    "unknown fields ignored (written by a newer version?): {}",
+                    unknown.join(", ")
+                ),
+            ));
+        }
         Ok(Some(Entry::Topic(topic.to_string(), settings)))
     }
 
@@ -253,20 +317,10 @@ mod tests {
         s.put(b"/logingest/topics/nginx", br#"{"index": "web"}"#)
             .unwrap();
         s.put(b"collectlogkey1", br#"[{"topic": "app"}]"#).unwrap();
-        for bad in [
-            &b"{not json"[..],
-            br#"{"indx": "typo"}"#,
-            br#"{"index": "UPPER"}"#,
-            b"\xff",
-        ] {
+        for bad in [&b"{not json"[..], br#"{"index": "UPPER"}"#, b"\xff"] {
             assert!(s.put(b"/logingest/topics/nginx", bad).is_err());
         }
-        for bad in [
-            &b"{}"[..],
-            br#"[{"path": "/x"}]"#,
-            br#"[{"topic": "a b"}]"#,
-            b"[1]",
-        ] {
+        for bad in [&b"{}"[..], b"not json", b"\"x\""] {
             assert!(s.put(b"collectlogkey1", bad).is_err());
         }
         assert_eq!(s.desired()["nginx"].index, "web");
@@ -299,5 +353,42 @@ mod tests {
         assert_eq!(errors[0].0, "/logingest/topics/a");
         assert_eq!(names(&s), vec!["a", "c"]);
         assert_eq!(s.desired()["a"].index, "a1");
+    }
+
+    #[test]
+    fn one_bad_collector_entry_does_not_freeze_the_array() {
+        let mut s = state();
+        s.put(b"collectlogkey1", br#"[{"topic": "a"}, {"topic": "b"}]"#)
+            .unwrap();
+        s.put(
+            b"collectlogkey1",
+            br#"[{"path": "/a", "topic": "a"}, {"path": "/x"}, {"topic": "a b"}, 1, {"topic": "c"}]"#,
+        )
+        .unwrap();
+        assert_eq!(names(&s), vec!["a", "c"], "b removed, good entries applied");
+        let warnings = s.take_warnings();
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(warnings[0].1.starts_with("entry 1 (topic (no topic))"));
+        assert!(warnings[1].1.contains("\"a b\""), "{warnings:?}");
+        assert!(warnings[2].1.starts_with("entry 3"));
+        assert!(s.take_warnings().is_empty());
+    }
+
+    #[test]
+    fn unknown_topic_fields_warn_or_reject_when_strict() {
+        let mut s = state();
+        let value = br#"{"index": "web", "compression": "zstd", "owner": "team"}"#;
+        s.put(b"/logingest/topics/nginx", value).unwrap();
+        assert_eq!(s.desired()["nginx"].index, "web");
+        let warnings = s.take_warnings();
+        assert_eq!(warnings.len(), 1, "one warning per value");
+        assert!(warnings[0].1.contains("compression, owner"), "{warnings:?}");
+        let mut strict = state().with_strict(true);
+        let err = strict
+            .put(b"/logingest/topics/nginx", value)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("compression, owner"), "{err}");
+        assert!(names(&strict).is_empty());
     }
 }

@@ -16,13 +16,15 @@ use serde::Deserialize;
 
 use super::RegistryError;
 use crate::topic::{
-    validate_index, IndexTemplate, KafkaFields, LineFormat, TopicSettings, TransformFailure,
+    validate_index, IndexTemplate, KafkaFields, LineFormat, TimestampFormat, TopicSettings,
+    TransformFailure,
 };
 
-/// The JSON object of the prefix form; unknown fields are rejected so that a
-/// typo does not silently fall back to a default.
+/// The JSON object of the prefix form. Unknown fields are collected, not
+/// refused: during a rolling upgrade a newer instance may write settings this
+/// one does not know. They are reported (a typo does not pass silently), and
+/// rejected with `registry.strict`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct TopicValue {
     index: Option<String>,
     data_stream: Option<String>,
@@ -34,6 +36,9 @@ struct TopicValue {
     kafka_fields: Option<Vec<KafkaField>>,
     transform: Option<String>,
     transform_failure: Option<TransformFailure>,
+    timestamp_format: Option<TimestampFormat>,
+    #[serde(flatten)]
+    unknown: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// One name of the `kafka_fields` list.
@@ -70,8 +75,19 @@ fn non_empty(field: &str, value: Option<String>) -> Result<Option<String>, Regis
     }
 }
 
-/// Parses the value of a prefix-form key for `topic`.
+/// Parses the value of a prefix-form key for `topic`; unknown fields are
+/// ignored (see [`parse_topic_value_checked`] to see or refuse them).
 pub fn parse_topic_value(topic: &str, value: &[u8]) -> Result<TopicSettings, RegistryError> {
+    parse_topic_value_checked(topic, value, false).map(|(settings, _)| settings)
+}
+
+/// Parses the value of a prefix-form key for `topic`, returning the names of
+/// the fields it did not know; with `strict` those reject the value.
+pub fn parse_topic_value_checked(
+    topic: &str,
+    value: &[u8],
+    strict: bool,
+) -> Result<(TopicSettings, Vec<String>), RegistryError> {
     let text = std::str::from_utf8(value)
         .map_err(|_| RegistryError::InvalidValue("value is not UTF-8".into()))?;
     let parsed: TopicValue = if text.trim().is_empty() {
@@ -83,6 +99,13 @@ pub fn parse_topic_value(topic: &str, value: &[u8]) -> Result<TopicSettings, Reg
             ))
         })?
     };
+    let unknown: Vec<String> = parsed.unknown.keys().cloned().collect();
+    if strict && !unknown.is_empty() {
+        return Err(RegistryError::InvalidValue(format!(
+            "unknown fields (registry.strict): {}",
+            unknown.join(", ")
+        )));
+    }
     let mut settings = TopicSettings::defaults(topic);
     match (parsed.index, parsed.data_stream) {
         (Some(_), Some(_)) => return Err(invalid("data_stream", "cannot be combined with index")),
@@ -126,6 +149,12 @@ pub fn parse_topic_value(topic: &str, value: &[u8]) -> Result<TopicSettings, Reg
             return Err(invalid("timestamp_field", "needs \"format\": \"json\""));
         }
     }
+    if let Some(format) = parsed.timestamp_format {
+        if settings.timestamp_field.is_none() {
+            return Err(invalid("timestamp_format", "needs \"timestamp_field\""));
+        }
+        settings.timestamp_format = format;
+    }
     if let Some(target) = &settings.json_target {
         if matches!(target.as_str(), "@timestamp" | "kafka" | "message" | "tags") {
             return Err(invalid(
@@ -134,7 +163,7 @@ pub fn parse_topic_value(topic: &str, value: &[u8]) -> Result<TopicSettings, Reg
             ));
         }
     }
-    Ok(settings)
+    Ok((settings, unknown))
 }
 
 #[cfg(test)]

@@ -144,6 +144,21 @@ impl RegistryWatcher {
         }
     }
 
+    /// Judges topic values strictly (`registry.strict`).
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.state = self.state.with_strict(strict);
+        self
+    }
+
+    /// Logs (and counts as rejected) the bad collector entries and unknown
+    /// fields the last puts applied around.
+    fn report_warnings(&mut self) {
+        for (key, warning) in self.state.take_warnings() {
+            self.metrics.registry_changes_rejected.inc();
+            warn!(key = %key, warning = %warning, "registry value applied without a part of it");
+        }
+    }
+
     /// Runs until `cancel` fires, reconnecting with backoff on any failure.
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut backoff = Backoff::new(self.retry.initial_backoff, self.retry.max_backoff);
@@ -221,6 +236,7 @@ impl RegistryWatcher {
                 match event.event_type() {
                     EventType::Put => match self.state.put(kv.key(), kv.value()) {
                         Ok(c) => {
+                            self.report_warnings();
                             changed |= c;
                             self.metrics.registry_changes_applied.inc();
                             info!(key = %key, "registry key put");
@@ -276,6 +292,7 @@ impl RegistryWatcher {
         let errors = self
             .state
             .replace_all(kvs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+        self.report_warnings();
         for (key, error) in &errors {
             self.metrics.registry_changes_rejected.inc();
             warn!(key = %key, error = %error, "rejected registry value; keeping the key's last good state");
