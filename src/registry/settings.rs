@@ -3,7 +3,7 @@
 //!
 //! ```json
 //! {"index": "nginx-%Y.%m.%d", "format": "json", "timestamp_field": "time", "pipeline": "geoip",
-//!  "kafka_fields": ["topic", "offset"]}
+//!  "kafka_fields": ["topic", "offset"], "headers": "field"}
 //! {"transform": ". = merge(., parse_nginx_log!(.message, \"combined\"))"}
 //! ```
 //!
@@ -15,7 +15,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::RegistryError;
-use crate::topic::{validate_index, IndexTemplate, KafkaFields, LineFormat, TopicSettings};
+use crate::topic::{
+    validate_index, HeadersMode, IndexTemplate, KafkaFields, LineFormat, TopicSettings,
+};
 
 /// The JSON object of the prefix form; unknown fields are rejected so that a
 /// typo does not silently fall back to a default.
@@ -30,6 +32,8 @@ struct TopicValue {
     timestamp_field: Option<String>,
     pipeline: Option<String>,
     kafka_fields: Option<Vec<KafkaField>>,
+    #[serde(default)]
+    headers: HeadersMode,
     transform: Option<String>,
 }
 
@@ -102,6 +106,7 @@ pub fn parse_topic_value(topic: &str, value: &[u8]) -> Result<TopicSettings, Reg
     if let Some(names) = &parsed.kafka_fields {
         settings.kafka_fields = kafka_fields(names);
     }
+    settings.headers = parsed.headers;
     if let Some(source) = non_empty("transform", parsed.transform)? {
         // Compiled now, so that a program that does not compile rejects the
         // value (with VRL's diagnostic); the tasks take the compiled program
