@@ -24,7 +24,9 @@ use crate::sink::chunk::{ChunkBuilder, RawRecord};
 use crate::sink::encoder::EntryEncoder;
 #[cfg(test)]
 use crate::topic::document_id;
-use crate::topic::{LineFormat, TimestampFormat, TopicPartition, TopicSettings, TransformFailure};
+use crate::topic::{
+    HeadersMode, LineFormat, TimestampFormat, TopicPartition, TopicSettings, TransformFailure,
+};
 use crate::transform::{self, Applied, Runner};
 
 /// The parts of a Kafka record that end up in a document.
@@ -38,6 +40,47 @@ pub struct Record<'a> {
     pub value: Option<&'a [u8]>,
     /// The Kafka timestamp in milliseconds since the epoch, when present.
     pub timestamp_ms: Option<i64>,
+    /// Its headers, in record order; empty unless the topic indexes them
+    /// (the consumer only collects them then).
+    pub headers: &'a [Header<'a>],
+}
+
+/// One Kafka record header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header<'a> {
+    /// Its key.
+    pub key: &'a str,
+    /// Its value; `None` for a header without one.
+    pub value: Option<&'a [u8]>,
+}
+
+/// The `kafka.headers` object: one field per key, a string for a UTF-8
+/// value, base64 (standard alphabet, padded) for any other so that no
+/// bytes are lost, `null` for a header without value, and an array of
+/// those, in record order, for a key that repeats.
+pub fn headers_value(headers: &[Header<'_>]) -> Value {
+    use base64::Engine as _;
+    let mut object = Map::new();
+    for header in headers {
+        let value = match header.value {
+            None => Value::Null,
+            Some(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) => Value::String(text.to_owned()),
+                Err(_) => Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            },
+        };
+        match object.get_mut(header.key) {
+            None => {
+                object.insert(header.key.to_owned(), value);
+            }
+            Some(Value::Array(values)) => values.push(value),
+            Some(first) => {
+                let first = first.take();
+                object.insert(header.key.to_owned(), Value::Array(vec![first, value]));
+            }
+        }
+    }
+    Value::Object(object)
 }
 
 /// Why a record could not be written.
@@ -281,6 +324,13 @@ impl Shaper {
         self.encoder.settings()
     }
 
+    /// Whether `record`'s document carries `kafka.headers`: the topic
+    /// indexes them and it has some (a record without headers gets no empty
+    /// object).
+    fn indexes_headers(&self, record: &Record<'_>) -> bool {
+        self.settings().headers == HeadersMode::Field && !record.headers.is_empty()
+    }
+
     /// The document of `record` as an object (the JSON shape, or the text
     /// shape as an object), with its `@timestamp`.
     pub fn object(
@@ -303,10 +353,15 @@ impl Shaper {
             "@timestamp".into(),
             Value::String(time.to_rfc3339_opts(SecondsFormat::Millis, true)),
         );
-        match self
+        let mut kafka = self
             .encoder
-            .kafka_value(&self.partition, record.offset, record.key)
-        {
+            .kafka_value(&self.partition, record.offset, record.key);
+        if self.indexes_headers(record) {
+            if let Value::Object(fields) = kafka.get_or_insert_with(|| Value::Object(Map::new())) {
+                fields.insert("headers".into(), headers_value(record.headers));
+            }
+        }
+        match kafka {
             Some(kafka) => {
                 doc.insert("kafka".into(), kafka);
             }
@@ -400,6 +455,12 @@ impl Shaper {
                     }
                 }
             }
+            // Headers make the document an object: the text fast path
+            // writes only the fixed fields.
+            LineFormat::Text if self.indexes_headers(record) => {
+                let (doc, time) = self.object(record, now);
+                self.write_object(chunk, record.offset, time, None, &doc)
+            }
             LineFormat::Text => {
                 let time = timestamp(record.timestamp_ms, now);
                 let body = chunk.body_mut();
@@ -485,6 +546,7 @@ mod tests {
             key,
             value,
             timestamp_ms: Some(1_600_000_000_123),
+            headers: &[],
         }
     }
 

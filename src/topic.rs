@@ -212,6 +212,18 @@ pub enum TimestampFormat {
     EpochNanos,
 }
 
+/// What becomes of a record's Kafka headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadersMode {
+    /// Not indexed: documents stay as they were before headers existed.
+    #[default]
+    Off,
+    /// Indexed as `kafka.headers` (UTF-8 values as strings, others base64,
+    /// repeated keys as arrays).
+    Field,
+}
+
 /// Which `kafka.*` fields each document carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KafkaFields {
@@ -275,6 +287,8 @@ pub struct TopicSettings {
     pub pipeline: Option<String>,
     /// Which `kafka.*` fields the documents carry.
     pub kafka_fields: KafkaFields,
+    /// Whether the record headers are indexed (`kafka.headers`).
+    pub headers: HeadersMode,
     /// The VRL program shaping each document (its source text; the registry
     /// compiles it when the value changes).
     pub transform: Option<Arc<str>>,
@@ -316,6 +330,7 @@ impl TopicSettings {
             timestamp_format: TimestampFormat::Auto,
             pipeline: None,
             kafka_fields: KafkaFields::ALL,
+            headers: HeadersMode::Off,
             transform: None,
             transform_failure: TransformFailure::Index,
         }

@@ -352,6 +352,7 @@ impl IndexTarget {
                 key: payload.key.as_deref(),
                 value: payload.value.as_deref(),
                 timestamp_ms: payload.timestamp_ms,
+                headers: &[],
             },
             Utc::now(),
         )?;

@@ -27,7 +27,7 @@ use futures::FutureExt;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::consumer::Consumer;
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -40,13 +40,13 @@ use super::control::Control;
 use super::offsets::OffsetTracker;
 use super::status::{PartitionState, PartitionStatus};
 use crate::config::BatchConfig;
-use crate::document::{Record, Shaped, Shaper, TRANSFORM_FAILED};
+use crate::document::{Header, Record, Shaped, Shaper, TRANSFORM_FAILED};
 use crate::memory::{MemoryBudget, Reservation};
 use crate::metrics::{Metrics, PartitionLabel, TopicLabel};
 use crate::sink::chunk::{ChunkBuilder, ChunkId, ChunkOutcome, RawRecord};
 use crate::sink::template::Templates;
 use crate::sink::Sink;
-use crate::topic::{TopicPartition, TopicSettings};
+use crate::topic::{HeadersMode, TopicPartition, TopicSettings};
 
 /// How long a seek may take before it is tried again.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -471,11 +471,23 @@ impl PartitionTask {
             warn!(partition = %state.tp, offset, "offset at or before one already read; skipped");
             return Step::Written;
         }
+        // Collected only for a topic that indexes them.
+        let headers: Vec<Header<'_>> = match (state.shaper.settings().headers, message.headers()) {
+            (HeadersMode::Field, Some(headers)) => headers
+                .iter()
+                .map(|h| Header {
+                    key: h.key,
+                    value: h.value,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         let record = Record {
             offset,
             key,
             value,
             timestamp_ms: message.timestamp().to_millis(),
+            headers: &headers,
         };
         match state.shaper.write(&mut state.chunk, &record, state.now) {
             Ok(Shaped::Written) => {}

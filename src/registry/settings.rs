@@ -3,7 +3,7 @@
 //!
 //! ```json
 //! {"index": "nginx-%Y.%m.%d", "format": "json", "timestamp_field": "time", "pipeline": "geoip",
-//!  "kafka_fields": ["topic", "offset"]}
+//!  "kafka_fields": ["topic", "offset"], "headers": "field"}
 //! {"transform": ". = merge(., parse_nginx_log!(.message, \"combined\"))"}
 //! ```
 //!
@@ -16,8 +16,8 @@ use serde::Deserialize;
 
 use super::RegistryError;
 use crate::topic::{
-    validate_index, IndexTemplate, KafkaFields, LineFormat, TimestampFormat, TopicSettings,
-    TransformFailure,
+    validate_index, HeadersMode, IndexTemplate, KafkaFields, LineFormat, TimestampFormat,
+    TopicSettings, TransformFailure,
 };
 
 /// The JSON object of the prefix form. Unknown fields are collected, not
@@ -34,6 +34,8 @@ struct TopicValue {
     timestamp_field: Option<String>,
     pipeline: Option<String>,
     kafka_fields: Option<Vec<KafkaField>>,
+    #[serde(default)]
+    headers: HeadersMode,
     transform: Option<String>,
     transform_failure: Option<TransformFailure>,
     timestamp_format: Option<TimestampFormat>,
@@ -128,6 +130,7 @@ pub fn parse_topic_value_checked(
     if let Some(names) = &parsed.kafka_fields {
         settings.kafka_fields = kafka_fields(names);
     }
+    settings.headers = parsed.headers;
     if let Some(source) = non_empty("transform", parsed.transform)? {
         // Compiled now, so that a program that does not compile rejects the
         // value (with VRL's diagnostic); the tasks take the compiled program

@@ -73,6 +73,7 @@ impl SampleRun {
             key: None,
             value: Some(value),
             timestamp_ms: Some(now.timestamp_millis()),
+            headers: &[],
         };
         let mut result = SampleResult {
             line: self.lines,

@@ -352,6 +352,7 @@ fn apply_renders_the_index_for_the_programs_time() {
         key: None,
         value: Some(value.as_bytes()),
         timestamp_ms: None,
+        headers: &[],
     };
     let apply = |runner: &mut Runner, value| {
         let (document, time) = shaper.object(&record(value), now);
@@ -610,6 +611,7 @@ fn measure() {
         key: Some(b"host-1"),
         value: Some(NGINX_LINE.as_bytes()),
         timestamp_ms: Some(1_600_000_000_123),
+        headers: &[],
     };
     let now = DateTime::from_timestamp_millis(1_700_000_000_000).unwrap();
     let mut chunk = crate::sink::chunk::ChunkBuilder::new(tp.clone(), 1, 0);
