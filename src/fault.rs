@@ -9,6 +9,24 @@
 
 use crate::topic::TopicPartition;
 
+/// The `<topic>/<partition>/<number>[,...]` entries of the fault variable
+/// `var`; `None` when it is not set (debug builds only).
+#[cfg(debug_assertions)]
+fn armed_partitions(var: &str) -> Option<Vec<(String, i32, u64)>> {
+    let spec = std::env::var(var).ok()?;
+    Some(
+        spec.split(',')
+            .filter_map(|one| {
+                let mut parts = one.trim().rsplitn(3, '/');
+                let number = parts.next()?.parse().ok()?;
+                let partition = parts.next()?.parse().ok()?;
+                let topic = parts.next()?.to_string();
+                Some((topic, partition, number))
+            })
+            .collect(),
+    )
+}
+
 /// Panics when the test fault names this record (debug builds only).
 #[cfg(debug_assertions)]
 pub fn before_record(tp: &TopicPartition, offset: i64) {
@@ -18,16 +36,9 @@ pub fn before_record(tp: &TopicPartition, offset: i64) {
     type Armed = Mutex<HashSet<(String, i32, i64)>>;
     static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
     let armed = ARMED.get_or_init(|| {
-        let spec = std::env::var("LOGINGEST_TEST_PANIC_AT").ok()?;
-        let faults = spec
-            .split(',')
-            .filter_map(|one| {
-                let mut parts = one.trim().rsplitn(3, '/');
-                let offset = parts.next()?.parse().ok()?;
-                let partition = parts.next()?.parse().ok()?;
-                let topic = parts.next()?.to_string();
-                Some((topic, partition, offset))
-            })
+        let faults = armed_partitions("LOGINGEST_TEST_PANIC_AT")?
+            .into_iter()
+            .map(|(topic, partition, offset)| (topic, partition, offset as i64))
             .collect();
         Some(Mutex::new(faults))
     });
@@ -62,16 +73,9 @@ pub async fn slow_drain(tp: &TopicPartition) {
     type Armed = Mutex<HashMap<(String, i32), u64>>;
     static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
     let armed = ARMED.get_or_init(|| {
-        let spec = std::env::var("LOGINGEST_TEST_SLOW_DRAIN").ok()?;
-        let faults = spec
-            .split(',')
-            .filter_map(|one| {
-                let mut parts = one.trim().rsplitn(3, '/');
-                let millis = parts.next()?.parse().ok()?;
-                let partition = parts.next()?.parse().ok()?;
-                let topic = parts.next()?.to_string();
-                Some(((topic, partition), millis))
-            })
+        let faults = armed_partitions("LOGINGEST_TEST_SLOW_DRAIN")?
+            .into_iter()
+            .map(|(topic, partition, millis)| ((topic, partition), millis))
             .collect();
         Some(Mutex::new(faults))
     });
