@@ -18,6 +18,7 @@
 //! * [`readback`]: `logingest search` and `logingest tail` (reading back);
 //! * [`dlq`]: `logingest dlq replay` (dead letters back through the normal
 //!   path);
+//! * [`verify`]: `logingest verify` (is every offset of a topic indexed?);
 //! * [`http`], [`health`] and [`metrics`]: health, readiness and Prometheus
 //!   metrics;
 //! * [`app`]: wiring everything together for `logingest run`;
@@ -42,3 +43,4 @@ pub mod registry;
 pub mod sink;
 pub mod topic;
 pub mod transform;
+pub mod verify;

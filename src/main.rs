@@ -1,5 +1,5 @@
 //! The `logingest` command line: `run`, `topics`, `status`, `check-config`,
-//! `search`, `tail`, `dlq replay`.
+//! `search`, `tail`, `dlq replay`, `transform test`, `verify`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -76,6 +76,10 @@ enum Command {
         #[command(subcommand)]
         command: logingest::transform::cli::TransformCommand,
     },
+    /// Check that every offset of a topic, up to the group's committed
+    /// offset, is in Elasticsearch (or dead-lettered): missing ranges,
+    /// redelivered writes. Exit 0 nothing missing, 1 missing, 2 errors.
+    Verify(logingest::verify::VerifyArgs),
     /// Validate a configuration file and print it with secrets redacted.
     CheckConfig {
         /// The TOML configuration file.
@@ -234,6 +238,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             };
             logingest::transform::cli::run(config.as_ref(), &command).await
         }
+        Command::Verify(args) => {
+            let config =
+                load(args.config.as_ref()).map_err(logingest::verify::VerifyError::Failed)?;
+            Ok(logingest::verify::run(&config, &args).await?)
+        }
         Command::CheckConfig { config, connect } => {
             let config = Config::load(&config)?;
             print!("{}", config.to_redacted_toml());
@@ -264,6 +273,9 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             // search, tail and dlq replay tell their failures apart (see
             // readback and dlq).
+            if let Some(e) = e.downcast_ref::<logingest::verify::VerifyError>() {
+                return ExitCode::from(e.exit_code());
+            }
             if let Some(e) = e.downcast_ref::<logingest::readback::ReadbackError>() {
                 return ExitCode::from(e.exit_code());
             }

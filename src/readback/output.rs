@@ -163,6 +163,7 @@ mod tests {
             source: source.as_object().cloned().unwrap_or_default(),
             sort: vec![],
             time_ms: None,
+            version: None,
         }
     }
 

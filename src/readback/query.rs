@@ -200,6 +200,9 @@ pub struct Hit {
     /// `@timestamp` in epoch milliseconds: the first sort value, or else
     /// the `_source` field; `None` when the document has none.
     pub time_ms: Option<i64>,
+    /// `_version`, when the body asked for it (`"version": true`): how many
+    /// times the `_id` was written (`logingest verify` counts redeliveries).
+    pub version: Option<u64>,
 }
 
 /// The documents of a `_search` reply, and a description of failed shards
@@ -245,6 +248,7 @@ pub fn parse_reply(body: &Value) -> Result<Reply, String> {
             source,
             sort,
             time_ms,
+            version: hit.get("_version").and_then(Value::as_u64),
         });
     }
     Ok(Reply {
