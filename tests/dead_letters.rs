@@ -265,3 +265,67 @@ async fn a_dead_letter_index_refusing_the_credentials_is_waited_for() {
     let refused_letters = format!("logingest_dead_letters_refused_total{{topic=\"{topic}\"}}");
     assert_eq!(daemon.metric(&refused_letters).await.unwrap_or(0.0), 0.0);
 }
+
+/// Issue 17.3, "an abandoned chunk's retries stop": stopping while a dead
+/// letter waits ends its delivery when the partition stops waiting (drain
+/// deadline), the sink stops at once and nothing is committed past the
+/// letter; the next instance, with the destination fixed, delivers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_dead_letter_is_abandoned_with_its_partition_and_delivered_later() {
+    let stack = Stack::start();
+    let proxy = FaultProxy::start(&stack.es_url).await;
+    let topic = unique("letters-stop");
+    let dead = unique("dead-letters");
+    stack.create_topic(&topic, 1);
+    numeric_message_index(&stack, &topic).await;
+    stack.put(&format!("{PREFIX}{topic}"), "");
+    proxy.set(Fault::IndexStatus(dead.clone(), 503));
+    let options = Options {
+        es_url: Some(proxy.url()),
+        extra: format!("[dead_letter]\ndestination = \"elasticsearch\"\nindex = \"{dead}\"\n"),
+        ..Options::default()
+    };
+    let mut daemon = Logingest::start(&stack, &options);
+    let records: Vec<_> = ["1", "seven", "2"]
+        .iter()
+        .map(|v| (None, v.as_bytes().to_vec()))
+        .collect();
+    let ids = stack.produce(&topic, 1, &records).await;
+    let refused = offset_of(&ids[1]);
+    wait_until("the letter failing", GROUP_DEADLINE, || async {
+        proxy.index_faulted() >= 2
+    })
+    .await;
+
+    // Drain deadline 4 s, shutdown timeout 15 s.
+    let status = daemon.terminate(Duration::from_secs(30)).await;
+    let log = daemon.log();
+    assert!(status.success(), "exit {status:?}:\n{log}");
+    assert!(
+        !log.contains("sink did not stop"),
+        "the sink kept retrying the letter for nobody:\n{log}"
+    );
+    assert!(
+        log.contains("partition stopped waiting while its dead letters waited"),
+        "the letter's delivery did not end with its partition:\n{log}"
+    );
+    let committed = committed_0(&stack, &options.group, &topic);
+    assert!(
+        committed.is_none_or(|c| c <= refused),
+        "committed {committed:?} past the undelivered letter at {refused}"
+    );
+
+    proxy.set(Fault::None);
+    let _daemon = Logingest::start(&stack, &options);
+    stack
+        .wait_committed_through(&options.group, &topic, 1, &ids, GROUP_DEADLINE)
+        .await;
+    stack.assert_exactly(&dead, &[ids[1].clone()]).await;
+    let letters = stack.documents(&dead).await;
+    assert_eq!(letters[&ids[1]]["message"], "seven", "the full letter");
+    // The abandoned chunk's stored documents are read and written again
+    // by the next instance (same `_id`s): at most once each.
+    stack
+        .assert_delivered(&topic, &[ids[0].clone(), ids[2].clone()], 2)
+        .await;
+}
