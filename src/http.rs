@@ -6,7 +6,9 @@
 //! * `/readyz` — 503 until the registry was read from etcd and, when it
 //!   names topics, the consumer group answered; 503 again while every
 //!   `_bulk` request has failed for `http.unready_after` (the sink cannot
-//!   deliver: wrong credentials, cluster gone); 200 otherwise.
+//!   deliver: wrong credentials, cluster gone), or while a dead letter has
+//!   waited that long for its destination (its partition cannot move
+//!   past it); 200 otherwise.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,6 +122,17 @@ async fn readyz(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
             );
         }
     }
+    if let Some(waiting) = state.sink.letters_waiting_for() {
+        if waiting >= state.unready_after {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "not ready: a dead letter has waited {:.0?} for its destination (its partition cannot move past it)\n",
+                    waiting
+                ),
+            );
+        }
+    }
     match state.registry.borrow().as_ref() {
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -215,6 +228,28 @@ mod tests {
             .await
             .unwrap();
         assert!(String::from_utf8_lossy(&body).contains("kafka group thread has made no progress"));
+    }
+
+    #[tokio::test]
+    async fn not_ready_while_a_dead_letter_waits_longer_than_unready_after() {
+        let mut shared = state(vec![]);
+        Arc::get_mut(&mut shared).expect("one handle").unready_after = Duration::ZERO;
+        let body = |response: axum::response::Response| async move {
+            let bytes = axum::body::to_bytes(response.into_body(), 1024)
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        let waiting = shared.sink.letter_waiting();
+        let second = shared.sink.letter_waiting();
+        drop(second);
+        let response = readyz(State(shared.clone())).await.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body(response).await.contains("a dead letter has waited"));
+        drop(waiting);
+        assert_eq!(shared.sink.letters_waiting_for(), None);
+        let response = readyz(State(shared)).await.into_response();
+        assert!(body(response).await.contains("registry has not been read"));
     }
 
     #[tokio::test]

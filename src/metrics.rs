@@ -88,6 +88,41 @@ pub struct BulkOutcomeLabel {
     pub outcome: BulkOutcome,
 }
 
+/// Why a dead letter could not be delivered and waits for its destination
+/// (nothing is reduced or lost for these: the destination must be fixed).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum DeadLetterWait {
+    /// Not reachable or failing: connection, timeout, 429, 5xx, broker down.
+    Unreachable,
+    /// The credentials may not write there (401, 403,
+    /// `TopicAuthorizationFailed`, `ClusterAuthorizationFailed`).
+    Unauthorized,
+    /// The destination does not exist or cannot (404,
+    /// `index_not_found_exception`, an invalid index or topic name,
+    /// `UnknownTopicOrPartition`).
+    UnknownDestination,
+}
+
+impl DeadLetterWait {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unreachable => "unreachable",
+            Self::Unauthorized => "unauthorized",
+            Self::UnknownDestination => "unknown_destination",
+        }
+    }
+}
+
+/// Label set of dead-letter delivery failures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeadLetterWaitLabel {
+    /// The source topic of the letter.
+    pub topic: String,
+    /// Why it waits.
+    pub reason: DeadLetterWait,
+}
+
 /// A consumer-group rebalance event.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum RebalanceKind {
@@ -117,7 +152,7 @@ macro_rules! label_value_by_name {
         }
     )*};
 }
-label_value_by_name!(BulkOutcome, RebalanceKind);
+label_value_by_name!(BulkOutcome, RebalanceKind, DeadLetterWait);
 
 /// Label set of rebalance series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -152,6 +187,8 @@ pub struct Metrics {
     /// (logged with topic, partition and offset; the record is still in
     /// the source topic), per topic.
     pub dead_letters_refused: Family<TopicLabel, Counter>,
+    /// Dead-letter delivery attempts that failed and are retried, by why.
+    pub dead_letter_delivery_failures: Family<DeadLetterWaitLabel, Counter>,
     /// Documents sent again after a retryable item error, per topic.
     pub documents_retried: Family<TopicLabel, Counter>,
     /// Documents a transform dropped on purpose (`abort`), per topic.
@@ -240,6 +277,7 @@ impl Metrics {
             documents_failed: Family::default(),
             documents_dead_lettered: Family::default(),
             dead_letters_refused: Family::default(),
+            dead_letter_delivery_failures: Family::default(),
             documents_retried: Family::default(),
             documents_dropped: Family::default(),
             transform_failures: Family::default(),
@@ -293,6 +331,7 @@ impl Metrics {
             "documents_retried" => documents_retried, "Documents sent again after a retryable item error";
             "documents_dead_lettered" => documents_dead_lettered, "Documents sent to the dead-letter destination";
             "dead_letters_refused" => dead_letters_refused, "Dead letters refused by their destination even in reduced form";
+            "dead_letter_delivery_failures" => dead_letter_delivery_failures, "Dead-letter delivery attempts that failed and are retried (the letter waits), by reason";
             "documents_dropped" => documents_dropped, "Documents dropped on purpose by the topic's transform";
             "transform_failures" => transform_failures, "Documents whose transform failed at run time (indexed untransformed)";
             "bulk_requests" => bulk_requests, "Bulk requests by outcome";

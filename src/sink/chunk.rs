@@ -9,7 +9,8 @@
 //! raw records, so that a rejected document can be dead-lettered unchanged.
 //! When its partition task gives up waiting (drain deadline, revoke), the
 //! answer channel closes and the sink abandons the chunk's remaining
-//! documents at its next attempt instead of retrying them for nobody.
+//! documents at its next attempt, or its dead letters still waiting for
+//! their destination, instead of retrying them for nobody.
 
 use std::ops::Range;
 use std::time::Instant;
@@ -254,7 +255,7 @@ impl ChunkBuilder {
             oldest_timestamp_ms: self.oldest_timestamp_ms,
             created: self.started.unwrap_or_else(Instant::now),
             urgent,
-            answer: Some(answer),
+            answer: Some(Answer(Some(answer))),
             refused: self.refused,
             _reservation: reservation,
         }
@@ -272,7 +273,7 @@ pub struct Chunk {
     oldest_timestamp_ms: Option<i64>,
     created: Instant,
     urgent: bool,
-    answer: Option<oneshot::Sender<ChunkOutcome>>,
+    answer: Option<Answer>,
     refused: Vec<(u32, Box<str>)>,
     _reservation: Reservation,
 }
@@ -374,24 +375,59 @@ impl Chunk {
 
     /// Whether its partition task stopped waiting for the answer.
     pub fn is_abandoned(&self) -> bool {
-        self.answer.as_ref().is_none_or(|a| a.is_closed())
+        self.answer.as_ref().is_none_or(Answer::is_closed)
     }
 
     /// Answers the partition task (once) and frees the chunk's memory.
     pub fn answer(mut self, outcome: ChunkOutcome) {
         if let Some(answer) = self.answer.take() {
-            let _ = answer.send(outcome);
+            answer.send(outcome);
+        }
+    }
+
+    /// Takes the answer out, to wait for the task to stop waiting while the
+    /// chunk is still needed (its dead letters are being delivered). The
+    /// chunk counts as abandoned from then on.
+    pub fn take_answer(&mut self) -> Option<Answer> {
+        self.answer.take()
+    }
+}
+
+/// Where a chunk's outcome goes: its partition task.
+///
+/// Dropped without an answer (the sink stopped, or the task driving its
+/// request panicked), it answers "lost" on its way out: its partition task
+/// never waits for an answer that cannot come.
+#[derive(Debug)]
+pub struct Answer(Option<oneshot::Sender<ChunkOutcome>>);
+
+impl Answer {
+    /// Whether the partition task stopped waiting.
+    pub fn is_closed(&self) -> bool {
+        self.0.as_ref().is_none_or(oneshot::Sender::is_closed)
+    }
+
+    /// Resolves when the partition task stops waiting (drain deadline,
+    /// revoke, the task ended).
+    pub async fn closed(&mut self) {
+        if let Some(sender) = &mut self.0 {
+            sender.closed().await;
+        }
+    }
+
+    /// Sends the outcome.
+    pub fn send(mut self, outcome: ChunkOutcome) {
+        if let Some(sender) = self.0.take() {
+            // The task gone means nobody waits for the answer.
+            let _ = sender.send(outcome);
         }
     }
 }
 
-/// A chunk dropped without an answer (the sink stopped, or the task
-/// driving its request panicked) answers "lost" on its way out: its
-/// partition task never waits for an answer that cannot come.
-impl Drop for Chunk {
+impl Drop for Answer {
     fn drop(&mut self) {
-        if let Some(answer) = self.answer.take() {
-            let _ = answer.send(ChunkOutcome {
+        if let Some(sender) = self.0.take() {
+            let _ = sender.send(ChunkOutcome {
                 lost: true,
                 ..ChunkOutcome::default()
             });

@@ -6,25 +6,35 @@
 //! A dead letter carries the record's original key and value and, in Kafka
 //! headers (or document fields), its topic, partition, offset, Kafka
 //! timestamp and the rejection reason — what `logingest dlq replay` needs to
-//! rebuild the same document. Delivery outcomes:
+//! rebuild the same document. Each failed delivery is classified by
+//! [`classify`]:
 //!
-//! * **unreachable** destination (broker down, timeout, 5xx): waited for,
-//!   with backoff, without limit — the partition's offset moves past a
-//!   rejected document only once it is dead-lettered, so nothing is lost;
-//! * **refused for good** (a record over the producer's `message.max.bytes`,
-//!   a topic that does not accept it, an index that refuses the document):
-//!   the letter is written again in its **reduced form**, which the
-//!   destination accepts — the reason, topic, partition, offset, original
-//!   size and the first [`REDUCED_VALUE_PREFIX`] bytes of the value (the
-//!   full record is still in the source topic);
-//! * the reduced form refused for good too: logged at error level with the
-//!   topic, partition and offset, and counted
+//! * **waited for**, with backoff, without limit — the partition's offset
+//!   moves past a rejected document only once it is dead-lettered, so
+//!   nothing is lost: an *unreachable* destination (broker down, timeout,
+//!   429, 5xx), an *unauthorized* one (401, 403, `TopicAuthorizationFailed`,
+//!   `ClusterAuthorizationFailed`) and an *unknown* one (404,
+//!   `index_not_found_exception`, `UnknownTopicOrPartition`, an invalid
+//!   index or topic name). The last two are misconfigurations that no
+//!   reduced letter would get past; an operator fixes them. Every failed
+//!   attempt is counted (`logingest_dead_letter_delivery_failures_total`
+//!   by reason) and a letter waiting longer than `http.unready_after` turns
+//!   `/readyz` false (through the sink's [`SinkHealth`]);
+//! * **refused for this letter's size or content** (a record over the
+//!   producer's `message.max.bytes`, an invalid record, HTTP or item 413,
+//!   an item 400 such as `mapper_parsing_exception`): the letter is written
+//!   again in its **reduced form** — the reason, topic, partition, offset,
+//!   original size and the first [`REDUCED_VALUE_PREFIX`] bytes of the
+//!   value (the full record is still in the source topic);
+//! * the reduced form refused for its content too: logged at error level
+//!   with the topic, partition and offset, and counted
 //!   (`logingest_dead_letters_refused_total`); the partition moves on.
 //!
 //! The replay itself sends through the sink with a *reporting* destination
 //! ([`DeadLetters::reporting`]): a document refused again is handed back to
 //! the replay instead of being dead-lettered a second time.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
@@ -40,9 +50,10 @@ use tracing::{error, warn};
 
 use super::chunk::RawRecord;
 use super::reply::{self, ItemStatus};
+use super::service::SinkHealth;
 use crate::backoff::Backoff;
 use crate::config::{DeadLetterConfig, DeadLetterDestination, RetryConfig};
-use crate::metrics::{Metrics, TopicLabel};
+use crate::metrics::{DeadLetterWait, DeadLetterWaitLabel, Metrics, TopicLabel};
 use crate::topic::{document_id, TopicPartition};
 
 /// Bytes of the value a reduced dead letter keeps.
@@ -101,12 +112,102 @@ impl DeadLetter<'_> {
 /// Why a delivery failed.
 #[derive(Debug, thiserror::Error)]
 enum DeliveryError {
-    /// The destination could not be reached or failed; try again.
-    #[error("{0}")]
-    Unreachable(String),
-    /// The destination refused this letter for good.
+    /// Not delivered now, for a reason that is waited for; try again.
+    #[error("{error}")]
+    Wait {
+        /// Why.
+        reason: DeadLetterWait,
+        /// What the destination said.
+        error: String,
+    },
+    /// The destination refused this letter for its size or content.
     #[error("{0}")]
     Refused(String),
+}
+
+/// A failed delivery, as the destination reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure<'a> {
+    /// The producer's error (`None`: no error code, e.g. a local failure).
+    Kafka(Option<RDKafkaErrorCode>),
+    /// The HTTP status of the whole `_bulk` request.
+    Http(u16),
+    /// The letter's bulk item: its status and error type.
+    Item {
+        /// The item's status.
+        status: u16,
+        /// Its error type (`mapper_parsing_exception`...).
+        kind: Option<&'a str>,
+    },
+}
+
+/// What to do after a failed delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Wait for the destination (backoff, count, readiness), then try the
+    /// same letter again.
+    Wait(DeadLetterWait),
+    /// The letter itself is refused (size, content): write the reduced form.
+    Reduce,
+}
+
+/// Classifies a failed delivery. Only an error about the letter's own size
+/// or content leads to the reduced form; anything about the destination
+/// (authorisation, existence, availability) is waited for, since a reduced
+/// letter would fail the same way and its record would be lost.
+///
+/// `InvalidTopic` (the configured topic template makes an illegal name)
+/// and `invalid_index_name_exception` count as an unknown destination: a
+/// configuration to fix, after which the letter goes through.
+fn classify(failure: Failure<'_>) -> Verdict {
+    use DeadLetterWait::{Unauthorized, UnknownDestination, Unreachable};
+    use RDKafkaErrorCode as K;
+    let wait = Verdict::Wait;
+    match failure {
+        Failure::Kafka(Some(
+            K::MessageSizeTooLarge
+            | K::InvalidMessageSize
+            | K::InvalidMessage
+            | K::InvalidRecord
+            | K::MessageBatchTooLarge,
+        )) => Verdict::Reduce,
+        Failure::Kafka(Some(
+            K::TopicAuthorizationFailed
+            | K::ClusterAuthorizationFailed
+            | K::SaslAuthenticationFailed
+            | K::Authentication,
+        )) => wait(Unauthorized),
+        Failure::Kafka(Some(
+            K::UnknownTopicOrPartition | K::UnknownTopic | K::UnknownPartition | K::InvalidTopic,
+        )) => wait(UnknownDestination),
+        Failure::Kafka(_) => wait(Unreachable),
+        Failure::Http(400 | 413) => Verdict::Reduce,
+        Failure::Http(401 | 403) => wait(Unauthorized),
+        Failure::Http(404) => wait(UnknownDestination),
+        Failure::Http(_) => wait(Unreachable),
+        Failure::Item {
+            kind: Some("index_not_found_exception" | "invalid_index_name_exception"),
+            ..
+        } => wait(UnknownDestination),
+        Failure::Item {
+            status: 401 | 403, ..
+        } => wait(Unauthorized),
+        Failure::Item { status: 404, .. } => wait(UnknownDestination),
+        Failure::Item {
+            status: 400 | 413, ..
+        } => Verdict::Reduce,
+        Failure::Item { .. } => wait(Unreachable),
+    }
+}
+
+impl DeliveryError {
+    /// The error of `failure`, described by `error`.
+    fn of(failure: Failure<'_>, error: String) -> Self {
+        match classify(failure) {
+            Verdict::Reduce => Self::Refused(error),
+            Verdict::Wait(reason) => Self::Wait { reason, error },
+        }
+    }
 }
 
 enum Destination {
@@ -139,6 +240,8 @@ pub struct DeadLetters {
     destination: Destination,
     retry: RetryConfig,
     metrics: Metrics,
+    /// Where letters waiting for their destination are reported.
+    health: Arc<SinkHealth>,
 }
 
 /// The dead-letter topic of `topic` for the configured template.
@@ -174,7 +277,14 @@ impl DeadLetters {
             destination,
             retry,
             metrics,
+            health: Arc::default(),
         }
+    }
+
+    /// The health the sink reports on `/readyz`; letters waiting for their
+    /// destination are part of it (the sink uses this one).
+    pub fn health(&self) -> Arc<SinkHealth> {
+        self.health.clone()
     }
 
     /// The Elasticsearch index dead letters go to, when they go to one: no
@@ -199,6 +309,7 @@ impl DeadLetters {
             destination: Destination::Report(sender),
             retry,
             metrics,
+            health: Arc::default(),
         };
         (letters, receiver)
     }
@@ -270,27 +381,39 @@ impl DeadLetters {
         self.until_settled(letter, Some(&reduced)).await
     }
 
-    /// Retries while the destination is unreachable; `Err` with the reason
-    /// when it refuses for good.
+    /// Retries while the destination is waited for; `Err` with the reason
+    /// when it refuses the letter for its size or content.
     async fn until_settled(
         &self,
         letter: &DeadLetter<'_>,
         reduced: Option<&Value>,
     ) -> Result<(), String> {
         let mut backoff = Backoff::new(self.retry.initial_backoff, self.retry.max_backoff);
+        // Reported to readiness from the first failure until settled (or
+        // this future dropped: its chunk abandoned).
+        let mut waiting = None;
         loop {
             match self.send_one(letter, reduced).await {
                 Ok(()) => return Ok(()),
                 Err(DeliveryError::Refused(reason)) => return Err(reason),
-                Err(DeliveryError::Unreachable(reason)) => {
+                Err(DeliveryError::Wait { reason, error }) => {
+                    waiting.get_or_insert_with(|| self.health.letter_waiting());
+                    self.metrics
+                        .dead_letter_delivery_failures
+                        .get_or_create(&DeadLetterWaitLabel {
+                            topic: letter.partition.topic.to_string(),
+                            reason,
+                        })
+                        .inc();
                     let delay = backoff.next_delay();
                     warn!(
                         topic = %letter.partition.topic,
                         partition = letter.partition.partition,
                         offset = letter.record.offset,
-                        error = %reason,
+                        reason = reason.as_str(),
+                        error = %error,
                         retry_in = ?delay,
-                        "cannot reach the dead-letter destination; retrying"
+                        "dead-letter destination does not take the letter; retrying"
                     );
                     tokio::time::sleep(delay).await;
                 }
@@ -377,17 +500,7 @@ impl DeadLetters {
 
 fn classify_produce_error(topic: &str, error: KafkaError) -> DeliveryError {
     let text = format!("producing to {topic}: {error}");
-    match error.rdkafka_error_code() {
-        Some(
-            RDKafkaErrorCode::MessageSizeTooLarge
-            | RDKafkaErrorCode::InvalidMessageSize
-            | RDKafkaErrorCode::InvalidMessage
-            | RDKafkaErrorCode::InvalidRecord
-            | RDKafkaErrorCode::InvalidTopic
-            | RDKafkaErrorCode::TopicAuthorizationFailed,
-        ) => DeliveryError::Refused(text),
-        _ => DeliveryError::Unreachable(text),
-    }
+    DeliveryError::of(Failure::Kafka(error.rdkafka_error_code()), text)
 }
 
 async fn index_letter(
@@ -444,37 +557,38 @@ async fn index_letter(
             None,
         )
         .await
-        .map_err(|e| DeliveryError::Unreachable(e.to_string()))?;
+        .map_err(unreachable)?;
     let status = response.status_code().as_u16();
-    let reply = response
-        .bytes()
-        .await
-        .map_err(|e| DeliveryError::Unreachable(e.to_string()))?;
-    match status {
-        200..=299 => {}
-        413 => {
-            return Err(DeliveryError::Refused(
-                "413 request entity too large".into(),
-            ))
-        }
-        400..=499 if status != 429 && status != 408 => {
-            return Err(DeliveryError::Refused(format!(
-                "HTTP {status}: {}",
-                String::from_utf8_lossy(&reply[..reply.len().min(512)])
-            )))
-        }
-        _ => return Err(DeliveryError::Unreachable(format!("HTTP {status}"))),
+    let reply = response.bytes().await.map_err(unreachable)?;
+    if !(200..=299).contains(&status) {
+        let text = format!(
+            "dead-letter index {index}: HTTP {status}: {}",
+            String::from_utf8_lossy(&reply[..reply.len().min(512)])
+        );
+        return Err(DeliveryError::of(Failure::Http(status), text));
     }
     match reply::parse(&reply, 1, |_, got| got == id) {
         Ok(items) => match items.into_iter().next() {
             Some(ItemStatus::Stored) => Ok(()),
-            Some(ItemStatus::Rejected(e)) => Err(DeliveryError::Refused(format!(
-                "dead-letter index {index} refused the document: {e}"
-            ))),
-            Some(ItemStatus::Retry(e)) => Err(DeliveryError::Unreachable(e.to_string())),
-            None => Err(DeliveryError::Unreachable("empty bulk reply".into())),
+            Some(ItemStatus::Rejected(e) | ItemStatus::Retry(e)) => {
+                let failure = Failure::Item {
+                    status: e.status,
+                    kind: e.kind.as_deref(),
+                };
+                let text = format!("dead-letter index {index} refused the document: {e}");
+                Err(DeliveryError::of(failure, text))
+            }
+            None => Err(unreachable("empty bulk reply")),
         },
-        Err(e) => Err(DeliveryError::Unreachable(e.to_string())),
+        Err(e) => Err(unreachable(e)),
+    }
+}
+
+/// A failure to reach the destination or to read its answer.
+fn unreachable(error: impl std::fmt::Display) -> DeliveryError {
+    DeliveryError::Wait {
+        reason: DeadLetterWait::Unreachable,
+        error: error.to_string(),
     }
 }
 
@@ -547,16 +661,78 @@ mod tests {
     }
 
     #[test]
-    fn size_and_validity_errors_are_refusals_the_rest_is_waited_for() {
-        let refused = classify_produce_error(
+    fn only_size_and_content_errors_reduce_the_letter() {
+        use DeadLetterWait::{Unauthorized, UnknownDestination, Unreachable};
+        use RDKafkaErrorCode as K;
+        let item = |status, kind| Failure::Item { status, kind };
+        let cases = [
+            (
+                Failure::Kafka(Some(K::MessageSizeTooLarge)),
+                Verdict::Reduce,
+            ),
+            (Failure::Kafka(Some(K::InvalidRecord)), Verdict::Reduce),
+            (Failure::Http(413), Verdict::Reduce),
+            (item(400, Some("mapper_parsing_exception")), Verdict::Reduce),
+            (item(413, None), Verdict::Reduce),
+            (
+                Failure::Kafka(Some(K::TopicAuthorizationFailed)),
+                Verdict::Wait(Unauthorized),
+            ),
+            (
+                Failure::Kafka(Some(K::ClusterAuthorizationFailed)),
+                Verdict::Wait(Unauthorized),
+            ),
+            (Failure::Http(401), Verdict::Wait(Unauthorized)),
+            (Failure::Http(403), Verdict::Wait(Unauthorized)),
+            (
+                item(403, Some("security_exception")),
+                Verdict::Wait(Unauthorized),
+            ),
+            (
+                Failure::Kafka(Some(K::UnknownTopicOrPartition)),
+                Verdict::Wait(UnknownDestination),
+            ),
+            (
+                Failure::Kafka(Some(K::InvalidTopic)),
+                Verdict::Wait(UnknownDestination),
+            ),
+            (Failure::Http(404), Verdict::Wait(UnknownDestination)),
+            (
+                item(404, Some("index_not_found_exception")),
+                Verdict::Wait(UnknownDestination),
+            ),
+            (
+                item(400, Some("invalid_index_name_exception")),
+                Verdict::Wait(UnknownDestination),
+            ),
+            (
+                Failure::Kafka(Some(K::MessageTimedOut)),
+                Verdict::Wait(Unreachable),
+            ),
+            (Failure::Kafka(None), Verdict::Wait(Unreachable)),
+            (Failure::Http(503), Verdict::Wait(Unreachable)),
+            (Failure::Http(429), Verdict::Wait(Unreachable)),
+            (
+                item(429, Some("es_rejected_execution_exception")),
+                Verdict::Wait(Unreachable),
+            ),
+        ];
+        for (failure, verdict) in cases {
+            assert_eq!(classify(failure), verdict, "{failure:?}");
+        }
+        let produced = classify_produce_error(
             "t.dlq",
-            KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+            KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed),
         );
-        assert!(matches!(refused, DeliveryError::Refused(_)));
-        let waited = classify_produce_error(
-            "t.dlq",
-            KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
+        assert!(
+            matches!(
+                produced,
+                DeliveryError::Wait {
+                    reason: Unauthorized,
+                    ..
+                }
+            ),
+            "{produced:?}"
         );
-        assert!(matches!(waited, DeliveryError::Unreachable(_)));
     }
 }

@@ -1,11 +1,23 @@
 //! Driving one `_bulk` request to its end: send, read the reply, let the
 //! retry policy decide, send again what must be, dead-letter what is given
 //! up, and answer each chunk as soon as all of its documents are settled.
+//!
+//! A settled chunk with rejected documents leaves the request for a future
+//! of its own, which delivers its dead letters and then answers it: a
+//! destination that does not take letters holds only that chunk, never
+//! the other chunks (partitions, topics) of the request. That future ends
+//! as soon as the chunk's partition stops waiting; the chunk is then
+//! dropped (its memory given back, its task told `lost`, to read the
+//! records again from its resume point). The futures are bounded by the
+//! chunks in flight, which the memory budget bounds, and the request's
+//! driver ends only after them, so the sink's shutdown still waits for
+//! every chunk.
 
 use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
-use tracing::warn;
+use tokio::task::JoinSet;
+use tracing::{warn, Instrument};
 
 use super::chunk::{Chunk, ChunkOutcome};
 use super::concurrency::Permit;
@@ -70,11 +82,12 @@ pub async fn drive(mut request: Request, permit: Permit, ctx: Arc<DriverContext>
     let mut per_request = pending.len().max(1);
     let mut backoff = Backoff::new(ctx.retry.initial_backoff, ctx.retry.max_backoff);
     let mut permit = Some(permit);
+    let mut letters = JoinSet::new();
     loop {
         abandon(&mut request, &mut pending);
-        settle(&mut request, &mut states, &ctx).await;
+        settle(&mut request, &mut states, &ctx, &mut letters);
         if pending.is_empty() {
-            return;
+            break;
         }
         let take = per_request.min(pending.len());
         let sending: Vec<DocRef> = pending[..take].iter().map(|(d, _)| *d).collect();
@@ -134,6 +147,12 @@ pub async fn drive(mut request: Request, permit: Permit, ctx: Arc<DriverContext>
             backoff.reset();
         }
     }
+    while let Some(ended) = letters.join_next().await {
+        if let Err(e) = ended {
+            // Its chunk was dropped with it and answered `lost`.
+            warn!(error = %e, "dead-letter delivery of a chunk failed");
+        }
+    }
 }
 
 /// The retry counter of a chunk's topic.
@@ -172,9 +191,15 @@ fn abandon(request: &mut Request, pending: &mut Vec<(DocRef, u32)>) {
     }
 }
 
-/// Answers every chunk whose documents are all settled, dead-lettering its
-/// rejected ones first.
-async fn settle(request: &mut Request, states: &mut [ChunkState], ctx: &DriverContext) {
+/// Answers every chunk whose documents are all settled; a chunk with
+/// rejected documents goes to a future of its own in `letters`, which
+/// dead-letters them first.
+fn settle(
+    request: &mut Request,
+    states: &mut [ChunkState],
+    ctx: &Arc<DriverContext>,
+    letters: &mut JoinSet<()>,
+) {
     let done: Vec<u32> = request
         .chunk_indices()
         .filter(|&c| states[c as usize].unsettled == 0)
@@ -184,25 +209,55 @@ async fn settle(request: &mut Request, states: &mut [ChunkState], ctx: &DriverCo
             continue;
         };
         let state = &mut states[c as usize];
-        if !state.rejected.is_empty() {
-            let reasons: Vec<String> = state.rejected.iter().map(|(_, r)| r.to_string()).collect();
-            let letters: Vec<DeadLetter<'_>> = state
-                .rejected
-                .iter()
-                .zip(&reasons)
-                .map(|((doc, _), reason)| DeadLetter {
-                    partition: chunk.partition(),
-                    record: chunk.raw(*doc as usize),
-                    reason,
-                })
-                .collect();
-            ctx.metrics
-                .documents_failed
-                .get_or_create(&TopicLabel::of(&chunk.partition().topic))
-                .inc_by(letters.len() as u64);
-            ctx.dead_letters.send(&letters).await;
-            state.outcome.dead_lettered = letters.len();
+        if state.rejected.is_empty() {
+            chunk.answer(state.outcome);
+        } else {
+            let rejected = std::mem::take(&mut state.rejected);
+            letters.spawn(
+                dead_letter_then_answer(chunk, rejected, state.outcome, ctx.clone())
+                    .in_current_span(),
+            );
         }
-        chunk.answer(state.outcome);
     }
+}
+
+/// Delivers the dead letters of a settled chunk's `rejected` documents,
+/// then answers it; gives up as soon as its partition stops waiting.
+async fn dead_letter_then_answer(
+    mut chunk: Chunk,
+    rejected: Vec<(u32, RejectReason)>,
+    mut outcome: ChunkOutcome,
+    ctx: Arc<DriverContext>,
+) {
+    let Some(mut answer) = chunk.take_answer() else {
+        return;
+    };
+    let reasons: Vec<String> = rejected.iter().map(|(_, r)| r.to_string()).collect();
+    let letters: Vec<DeadLetter<'_>> = rejected
+        .iter()
+        .zip(&reasons)
+        .map(|((doc, _), reason)| DeadLetter {
+            partition: chunk.partition(),
+            record: chunk.raw(*doc as usize),
+            reason,
+        })
+        .collect();
+    ctx.metrics
+        .documents_failed
+        .get_or_create(&TopicLabel::of(&chunk.partition().topic))
+        .inc_by(letters.len() as u64);
+    tokio::select! {
+        () = ctx.dead_letters.send(&letters) => {}
+        () = answer.closed() => {
+            warn!(
+                topic = %chunk.partition().topic,
+                partition = chunk.partition().partition,
+                letters = letters.len(),
+                "partition stopped waiting while its dead letters waited for their destination; its records will be read again"
+            );
+            return;
+        }
+    }
+    outcome.dead_lettered = letters.len();
+    answer.send(outcome);
 }

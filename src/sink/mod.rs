@@ -85,7 +85,9 @@ impl Sink {
     /// Starts the sink's batcher; it runs until every handle is dropped and
     /// its requests ended.
     pub fn start(parts: SinkParts) -> (Self, JoinHandle<()>) {
-        let health = Arc::new(SinkHealth::default());
+        // One health for `/readyz`: the requests', and the dead letters'
+        // waiting for their destination.
+        let health = parts.dead_letters.health();
         let dead_letter_index = parts.dead_letters.index().map(Arc::from);
         let limiter = Limiter::new(
             parts.batch.max_in_flight,

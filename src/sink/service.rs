@@ -5,9 +5,10 @@
 //! the request metrics and the sink's health for `/readyz`. The body is
 //! handed to the transport as `Bytes`, so it is never copied again.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -28,13 +29,20 @@ use crate::metrics::{BulkOutcome, Metrics};
 pub const BULK_REPLY_FIELDS: &str = "errors,items.*._id,items.*.status,items.*.error";
 
 /// How far the sink is from healthy, for `/readyz`: when the last `_bulk`
-/// request succeeded, and since when every request has failed.
+/// request succeeded, since when every request has failed, and since when
+/// the oldest dead letter still undelivered has been waiting for its
+/// destination (a partition cannot move past it meanwhile).
 #[derive(Debug, Default)]
 pub struct SinkHealth {
     /// Unix ms of the last request that got a bulk reply (0: none yet).
     last_success_ms: AtomicU64,
     /// Unix ms of the first failure after the last success (0: none).
     failing_since_ms: AtomicU64,
+    /// Dead letters waiting for their destination: registration number →
+    /// Unix ms of their first failed delivery. Numbers grow with time, so
+    /// the first entry waits longest.
+    letters_waiting: Mutex<BTreeMap<u64, u64>>,
+    next_letter: AtomicU64,
 }
 
 fn now_ms() -> u64 {
@@ -64,6 +72,46 @@ impl SinkHealth {
     pub fn failing_for(&self) -> Option<Duration> {
         let since = self.failing_since_ms.load(Ordering::Relaxed);
         (since > 0).then(|| Duration::from_millis(now_ms().saturating_sub(since)))
+    }
+
+    /// Records that a dead letter failed to be delivered and waits; it
+    /// counts until the returned guard is dropped (delivered, given up, or
+    /// its chunk abandoned).
+    pub fn letter_waiting(self: &Arc<Self>) -> WaitingLetter {
+        let number = self.next_letter.fetch_add(1, Ordering::Relaxed);
+        self.waiting().insert(number, now_ms());
+        WaitingLetter {
+            health: self.clone(),
+            number,
+        }
+    }
+
+    /// How long the oldest undelivered dead letter has been waiting
+    /// (`None`: none waits).
+    pub fn letters_waiting_for(&self) -> Option<Duration> {
+        let since = self.waiting().first_key_value().map(|(_, since)| *since)?;
+        Some(Duration::from_millis(now_ms().saturating_sub(since)))
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, u64>> {
+        // The map stays consistent even if a holder panicked: every
+        // operation on it is a single insert or remove.
+        self.letters_waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A dead letter counted as waiting by [`SinkHealth`] while this lives.
+#[derive(Debug)]
+pub struct WaitingLetter {
+    health: Arc<SinkHealth>,
+    number: u64,
+}
+
+impl Drop for WaitingLetter {
+    fn drop(&mut self) {
+        self.health.waiting().remove(&self.number);
     }
 }
 

@@ -62,6 +62,11 @@ pub enum Fault {
     /// Stop listening (connections refused) until another fault is set; then
     /// listen again on the same port.
     Down,
+    /// Requests naming this index (in the path, or in a `_bulk` action
+    /// line's `_index`) are answered with this HTTP status and a small JSON
+    /// error body, without forwarding (an index the credentials cannot
+    /// write, a failing shard); other requests are forwarded.
+    IndexStatus(String, u16),
 }
 
 impl Fault {
@@ -87,6 +92,7 @@ struct Shared {
     bulk_forwarded: AtomicU64,
     bulk_in_flight: AtomicU64,
     refused_429: AtomicU64,
+    index_faulted: AtomicU64,
 }
 
 impl Shared {
@@ -153,6 +159,7 @@ impl FaultProxy {
             bulk_forwarded: AtomicU64::new(0),
             bulk_in_flight: AtomicU64::new(0),
             refused_429: AtomicU64::new(0),
+            index_faulted: AtomicU64::new(0),
         });
         let task = tokio::spawn(accept_loop(shared.clone()));
         FaultProxy { shared, task }
@@ -165,7 +172,7 @@ impl FaultProxy {
 
     /// Changes the fault for requests arriving from now on.
     pub fn set(&self, fault: Fault) {
-        if let Fault::Status(code) = fault {
+        if let Fault::Status(code) | Fault::IndexStatus(_, code) = fault {
             assert!(
                 StatusCode::from_u16(code).is_ok(),
                 "invalid HTTP status {code}"
@@ -203,6 +210,11 @@ impl FaultProxy {
     /// Number of `_bulk` requests answered 429 by [`Fault::Capacity`].
     pub fn refused_429(&self) -> u64 {
         self.shared.refused_429.load(Ordering::SeqCst)
+    }
+
+    /// Number of requests answered by [`Fault::IndexStatus`].
+    pub fn index_faulted(&self) -> u64 {
+        self.shared.index_faulted.load(Ordering::SeqCst)
     }
 }
 
@@ -345,6 +357,10 @@ async fn handle(
             shared.bulk_in_flight.fetch_sub(1, Ordering::SeqCst);
             Ok(response)
         }
+        Fault::IndexStatus(index, code) if names_index(&path, &body, &index) => {
+            shared.index_faulted.fetch_add(1, Ordering::SeqCst);
+            Ok(status_response(code))
+        }
         Fault::Delay(delay) => {
             tokio::time::sleep(delay).await;
             Ok(forward(&shared, parts, body, is_bulk).await)
@@ -439,6 +455,26 @@ fn error_response(status: StatusCode, reason: &str) -> ProxyResponse {
         status,
         &json!({"error": {"root_cause": [error.clone()], "type": kind, "reason": reason}, "status": status.as_u16()}),
     )
+}
+
+/// Whether a request is about `index`: its path starts with it, or it is a
+/// `_bulk` request with an action line whose `_index` is it.
+fn names_index(path: &str, body: &[u8], index: &str) -> bool {
+    if path.trim_start_matches('/').split('/').next() == Some(index) {
+        return true;
+    }
+    if path.rsplit('/').next() != Some("_bulk") {
+        return false;
+    }
+    body.split(|b| *b == b'\n')
+        .any(|line| match serde_json::from_slice::<Value>(line) {
+            Ok(Value::Object(action)) if action.len() == 1 => action
+                .values()
+                .next()
+                .and_then(|meta| meta.get("_index"))
+                .is_some_and(|i| i == index),
+            _ => false,
+        })
 }
 
 fn status_response(code: u16) -> ProxyResponse {
