@@ -157,6 +157,7 @@ async fn a_record_larger_than_the_budget_goes_through_and_nothing_is_lost() {
         .wait_committed_through(&options.group, &topic, 1, &ids, GROUP_DEADLINE)
         .await;
     stack.assert_exactly(&topic, &ids).await;
+    daemon.assert_verified(&topic, ids.len() as u64, 0);
     let documents = stack.documents(&topic).await;
     assert_eq!(
         documents[&ids[10]]["message"].as_str().map(str::len),
@@ -197,6 +198,7 @@ async fn a_tight_budget_with_large_batches_never_stalls() {
         .wait_committed_through(&options.group, &topic, 1, &ids, Duration::from_secs(90))
         .await;
     stack.assert_exactly(&topic, &ids).await;
+    daemon.assert_verified(&topic, ids.len() as u64, 0);
     let budget = daemon
         .metric("logingest_memory_budget_bytes")
         .await
@@ -272,6 +274,7 @@ async fn failed_transforms_go_to_the_dead_letters_when_the_topic_says_so() {
         .as_str()
         .unwrap_or_default()
         .contains("dead-letter index"));
+    daemon.assert_verified(&topic, 4, 2);
     assert_eq!(
         daemon
             .metric(&format!(
@@ -354,6 +357,7 @@ async fn a_partition_back_while_its_old_task_drains_reads_as_fast_as_a_fresh_one
     stack
         .wait_committed_through(&group, &topic, 2, &ids, GROUP_DEADLINE)
         .await;
+    a.assert_verified(&topic, 10, 0);
     let mut b = Logingest::start(
         &stack,
         &Options {
