@@ -496,3 +496,64 @@ async fn a_document_always_answered_503_is_dead_lettered_after_the_item_retry_li
     }
     daemon.assert_verified(&topic, ids.len() as u64, 1);
 }
+
+/// Issue 17.5: only the time a document's item is answered 429/5xx counts
+/// against `max_item_retry_duration`; while whole requests fail (the
+/// cluster down), the document is waited for, not dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_between_item_failures_does_not_use_up_the_item_retry_limit() {
+    let stack = Stack::start();
+    let proxy = FaultProxy::start(&stack.es_url).await;
+    let topic = unique("outage");
+    stack.create_topic(&topic, 1);
+    stack.put(&format!("{PREFIX}{topic}"), "");
+    let stuck = format!("{topic}-0-4");
+    let item_fails = || Fault::BulkItem503 {
+        index: topic.clone(),
+        id: stuck.clone(),
+    };
+    proxy.set(item_fails());
+    let options = Options {
+        es_url: Some(proxy.url()),
+        elasticsearch: "max_item_retry_duration = \"3s\"".into(),
+        extra: "[index_template]\nenabled = false\n".into(),
+        ..Options::default()
+    };
+    let daemon = Logingest::start(&stack, &options);
+    let ids = stack.produce_lines(&topic, 1, 10).await;
+    wait_until("the item answered 503", GROUP_DEADLINE, || async {
+        proxy.items_503() >= 1
+    })
+    .await;
+    // Whole requests fail for twice the limit...
+    proxy.set(Fault::Status(503));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // ... then the item is answered 503 once more, and then stored.
+    let before = proxy.items_503();
+    proxy.set(item_fails());
+    wait_until(
+        "the item answered 503 after the outage",
+        Duration::from_secs(30),
+        || async { proxy.items_503() > before },
+    )
+    .await;
+    proxy.set(Fault::None);
+    stack
+        .wait_committed_through(&options.group, &topic, 1, &ids, GROUP_DEADLINE)
+        .await;
+    eprintln!("items answered 503: {}", proxy.items_503());
+    stack.assert_exactly(&topic, &ids).await;
+    for series in [
+        "logingest_documents_failed_total",
+        "logingest_documents_retry_expired_total",
+    ] {
+        assert_eq!(
+            daemon
+                .metric(&format!("{series}{{topic=\"{topic}\"}}"))
+                .await,
+            Some(0.0),
+            "{series}"
+        );
+    }
+    daemon.assert_verified(&topic, 10, 0);
+}

@@ -100,6 +100,7 @@ struct Shared {
     bulk_forwarded: AtomicU64,
     bulk_in_flight: AtomicU64,
     refused_429: AtomicU64,
+    items_503: AtomicU64,
 }
 
 impl Shared {
@@ -166,6 +167,7 @@ impl FaultProxy {
             bulk_forwarded: AtomicU64::new(0),
             bulk_in_flight: AtomicU64::new(0),
             refused_429: AtomicU64::new(0),
+            items_503: AtomicU64::new(0),
         });
         let task = tokio::spawn(accept_loop(shared.clone()));
         FaultProxy { shared, task }
@@ -211,6 +213,11 @@ impl FaultProxy {
     /// with a 2xx status.
     pub fn bulk_forwarded(&self) -> u64 {
         self.shared.bulk_forwarded.load(Ordering::SeqCst)
+    }
+
+    /// Number of `_bulk` items answered 503 by [`Fault::BulkItem503`].
+    pub fn items_503(&self) -> u64 {
+        self.shared.items_503.load(Ordering::SeqCst)
     }
 
     /// Number of `_bulk` requests answered 429 by [`Fault::Capacity`].
@@ -375,6 +382,7 @@ async fn handle(
                     },
                 });
                 items.insert(position.min(items.len()), json!({ op: item }));
+                shared.items_503.fetch_add(1, Ordering::SeqCst);
             }
             Ok(json_response(
                 StatusCode::OK,
