@@ -191,6 +191,10 @@ pub struct Metrics {
     pub dead_letter_delivery_failures: Family<DeadLetterWaitLabel, Counter>,
     /// Documents sent again after a retryable item error, per topic.
     pub documents_retried: Family<TopicLabel, Counter>,
+    /// Documents given up (and dead-lettered) because their item was still
+    /// answered 429/5xx after `elasticsearch.max_item_retry_duration`, per
+    /// topic (also counted in `documents_failed`).
+    pub documents_retry_expired: Family<TopicLabel, Counter>,
     /// Documents a transform dropped on purpose (`abort`), per topic.
     pub documents_dropped: Family<TopicLabel, Counter>,
     /// Documents whose transform failed at run time (indexed untransformed
@@ -279,6 +283,7 @@ impl Metrics {
             dead_letters_refused: Family::default(),
             dead_letter_delivery_failures: Family::default(),
             documents_retried: Family::default(),
+            documents_retry_expired: Family::default(),
             documents_dropped: Family::default(),
             transform_failures: Family::default(),
             bulk_requests: Family::default(),
@@ -329,6 +334,7 @@ impl Metrics {
             "documents_indexed" => documents_indexed, "Documents acknowledged by Elasticsearch";
             "documents_failed" => documents_failed, "Documents permanently rejected by Elasticsearch";
             "documents_retried" => documents_retried, "Documents sent again after a retryable item error";
+            "documents_retry_expired" => documents_retry_expired, "Documents dead-lettered because their item was still answered 429/5xx after max_item_retry_duration";
             "documents_dead_lettered" => documents_dead_lettered, "Documents sent to the dead-letter destination";
             "dead_letters_refused" => dead_letters_refused, "Dead letters refused by their destination even in reduced form";
             "dead_letter_delivery_failures" => dead_letter_delivery_failures, "Dead-letter delivery attempts that failed and are retried (the letter waits), by reason";
@@ -383,6 +389,7 @@ impl Metrics {
             &self.documents_dead_lettered,
             &self.dead_letters_refused,
             &self.documents_retried,
+            &self.documents_retry_expired,
             &self.documents_dropped,
             &self.transform_failures,
             &self.partition_task_restarts,
@@ -434,6 +441,7 @@ mod tests {
             "documents_dead_lettered",
             "dead_letters_refused",
             "documents_retried",
+            "documents_retry_expired",
             "documents_dropped",
             "transform_failures",
             "partition_task_restarts",

@@ -157,6 +157,7 @@ async fn a_record_larger_than_the_budget_goes_through_and_nothing_is_lost() {
         .wait_committed_through(&options.group, &topic, 1, &ids, GROUP_DEADLINE)
         .await;
     stack.assert_exactly(&topic, &ids).await;
+    daemon.assert_verified(&topic, ids.len() as u64, 0);
     let documents = stack.documents(&topic).await;
     assert_eq!(
         documents[&ids[10]]["message"].as_str().map(str::len),
@@ -197,6 +198,7 @@ async fn a_tight_budget_with_large_batches_never_stalls() {
         .wait_committed_through(&options.group, &topic, 1, &ids, Duration::from_secs(90))
         .await;
     stack.assert_exactly(&topic, &ids).await;
+    daemon.assert_verified(&topic, ids.len() as u64, 0);
     let budget = daemon
         .metric("logingest_memory_budget_bytes")
         .await
@@ -272,6 +274,7 @@ async fn failed_transforms_go_to_the_dead_letters_when_the_topic_says_so() {
         .as_str()
         .unwrap_or_default()
         .contains("dead-letter index"));
+    daemon.assert_verified(&topic, 4, 2);
     assert_eq!(
         daemon
             .metric(&format!(
@@ -354,6 +357,7 @@ async fn a_partition_back_while_its_old_task_drains_reads_as_fast_as_a_fresh_one
     stack
         .wait_committed_through(&group, &topic, 2, &ids, GROUP_DEADLINE)
         .await;
+    a.assert_verified(&topic, 10, 0);
     let mut b = Logingest::start(
         &stack,
         &Options {
@@ -406,4 +410,150 @@ async fn a_partition_back_while_its_old_task_drains_reads_as_fast_as_a_fresh_one
         slowest < 2.0 * fast + 0.1,
         "the returned partition reads slower than the other: {means:?}"
     );
+}
+
+/// Issue 17.5: a document whose item the cluster answers 503 every time
+/// (an ingest pipeline failing on it, a shard that never recovers) is sent
+/// again only for `elasticsearch.max_item_retry_duration`, then
+/// dead-lettered with the last reason; its partition moves past it and
+/// nothing else is written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_always_answered_503_is_dead_lettered_after_the_item_retry_limit() {
+    let stack = Stack::start();
+    let proxy = FaultProxy::start(&stack.es_url).await;
+    let topic = unique("stuck");
+    let dead = unique("dead-letters");
+    stack.create_topic(&topic, 3);
+    stack.put(&format!("{PREFIX}{topic}"), "");
+    // Offset 3 of partition 1: the first lines go round robin, 10 each.
+    let stuck = format!("{topic}-1-3");
+    proxy.set(Fault::BulkItem503 {
+        index: topic.clone(),
+        id: stuck.clone(),
+    });
+    let options = Options {
+        es_url: Some(proxy.url()),
+        elasticsearch: "max_item_retry_duration = \"3s\"".into(),
+        extra: format!(
+            "[index_template]\nenabled = false\n[dead_letter]\ndestination = \"elasticsearch\"\nindex = \"{dead}\"\n"
+        ),
+        ..Options::default()
+    };
+    let daemon = Logingest::start(&stack, &options);
+    let mut ids = stack.produce_lines(&topic, 3, 30).await;
+    assert!(ids.contains(&stuck), "{stuck} not among {ids:?}");
+    // Steady lines on every partition while the document is retried, and
+    // after.
+    let stop = Arc::new(AtomicBool::new(false));
+    let steady = stack.produce_steadily(&topic, 3, 10, stop.clone());
+    wait_until("the document retried", GROUP_DEADLINE, || async {
+        daemon
+            .metric(&format!(
+                "logingest_documents_retried_total{{topic=\"{topic}\"}}"
+            ))
+            .await
+            .is_some_and(|n| n >= 2.0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stop.store(true, Ordering::Relaxed);
+    ids.extend(steady.await.expect("producer"));
+    stack
+        .wait_committed_through(&options.group, &topic, 3, &ids, Duration::from_secs(90))
+        .await;
+    let committed = stack.committed(&options.group, &topic, 3);
+    eprintln!("committed: {committed:?}, {} lines", ids.len());
+    assert!(committed[&1] > Some(3), "{committed:?}");
+    // Every other line indexed once; the stuck one only in the dead letters.
+    let others: Vec<String> = ids.iter().filter(|id| **id != stuck).cloned().collect();
+    stack.assert_exactly(&topic, &others).await;
+    let letters = stack.documents(&dead).await;
+    assert_eq!(
+        letters.keys().cloned().collect::<BTreeSet<_>>(),
+        BTreeSet::from([stuck.clone()]),
+        "{letters:?}"
+    );
+    let reason = letters[&stuck]["error"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.starts_with("503 unavailable_shards_exception: injected")
+            && reason.contains("max_item_retry_duration"),
+        "{reason}"
+    );
+    for (series, value) in [
+        ("logingest_documents_failed_total", 1.0),
+        ("logingest_documents_dead_lettered_total", 1.0),
+        ("logingest_documents_retry_expired_total", 1.0),
+    ] {
+        assert_eq!(
+            daemon
+                .metric(&format!("{series}{{topic=\"{topic}\"}}"))
+                .await,
+            Some(value),
+            "{series}"
+        );
+    }
+    daemon.assert_verified(&topic, ids.len() as u64, 1);
+}
+
+/// Issue 17.5: only the time a document's item is answered 429/5xx counts
+/// against `max_item_retry_duration`; while whole requests fail (the
+/// cluster down), the document is waited for, not dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_between_item_failures_does_not_use_up_the_item_retry_limit() {
+    let stack = Stack::start();
+    let proxy = FaultProxy::start(&stack.es_url).await;
+    let topic = unique("outage");
+    stack.create_topic(&topic, 1);
+    stack.put(&format!("{PREFIX}{topic}"), "");
+    let stuck = format!("{topic}-0-4");
+    let item_fails = || Fault::BulkItem503 {
+        index: topic.clone(),
+        id: stuck.clone(),
+    };
+    proxy.set(item_fails());
+    let options = Options {
+        es_url: Some(proxy.url()),
+        elasticsearch: "max_item_retry_duration = \"3s\"".into(),
+        extra: "[index_template]\nenabled = false\n".into(),
+        ..Options::default()
+    };
+    let daemon = Logingest::start(&stack, &options);
+    let ids = stack.produce_lines(&topic, 1, 10).await;
+    wait_until("the item answered 503", GROUP_DEADLINE, || async {
+        proxy.items_503() >= 1
+    })
+    .await;
+    // Whole requests fail for twice the limit...
+    proxy.set(Fault::Status(503));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // ... then the item is answered 503 once more, and then stored.
+    let before = proxy.items_503();
+    proxy.set(item_fails());
+    wait_until(
+        "the item answered 503 after the outage",
+        Duration::from_secs(30),
+        || async { proxy.items_503() > before },
+    )
+    .await;
+    proxy.set(Fault::None);
+    stack
+        .wait_committed_through(&options.group, &topic, 1, &ids, GROUP_DEADLINE)
+        .await;
+    eprintln!("items answered 503: {}", proxy.items_503());
+    stack.assert_exactly(&topic, &ids).await;
+    for series in [
+        "logingest_documents_failed_total",
+        "logingest_documents_retry_expired_total",
+    ] {
+        assert_eq!(
+            daemon
+                .metric(&format!("{series}{{topic=\"{topic}\"}}"))
+                .await,
+            Some(0.0),
+            "{series}"
+        );
+    }
+    daemon.assert_verified(&topic, 10, 0);
 }

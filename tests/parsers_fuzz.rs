@@ -581,6 +581,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "password",
             "request_timeout",
             "max_item_attempts",
+            "max_item_retry_duration",
         ],
     ),
     (
@@ -898,12 +899,13 @@ proptest! {
     /// Any duration humantime accepts in every duration field prints and
     /// parses back to the same value.
     #[test]
-    fn config_durations_round_trip(durations in vec(duration_text(), 8)) {
+    fn config_durations_round_trip(durations in vec(duration_text(), 9)) {
         let keys = [
             ("etcd", "connect_timeout"),
             ("kafka", "commit_interval"),
             ("kafka", "drain_timeout"),
             ("elasticsearch", "request_timeout"),
+            ("elasticsearch", "max_item_retry_duration"),
             ("batch", "linger"),
             ("retry", "initial_backoff"),
             ("retry", "max_backoff"),

@@ -1,11 +1,13 @@
 //! `logingest verify` against the real servers: a topic fully ingested is
 //! complete; documents deleted from Elasticsearch are reported as missing
-//! ranges; a write made twice is reported as redelivered.
+//! ranges; a write made twice is reported as redelivered; dead-lettered
+//! offsets are accounted for, not missing.
 
 mod common;
 
 use std::time::Duration;
 
+use common::proxy::{Fault, FaultProxy};
 use common::{logingest_cli, unique, wait_until, Logingest, Options, Stack, GROUP_DEADLINE};
 use serde_json::Value;
 
@@ -104,4 +106,64 @@ async fn verify_proves_a_topic_complete_and_names_what_is_missing_or_written_twi
     assert_eq!(only_one["partitions"].as_array().map(Vec::len), Some(1));
     assert_eq!(only_one["partitions"][0]["partition"], 1);
     assert_eq!(only_one["totals"]["checked"], 20);
+}
+
+/// Issue 17.9: an offset given up and dead-lettered (here: a document the
+/// cluster answers 503 every time, dead-lettered after
+/// `max_item_retry_duration`, into the dead-letter topic) is reported as
+/// dead-lettered, not missing; the topic is complete (exit 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_dead_lettered_offsets_as_accounted_for() {
+    let stack = Stack::start();
+    let proxy = FaultProxy::start(&stack.es_url).await;
+    let topic = unique("lettered");
+    let dlq = format!("{topic}.dlq");
+    stack.create_topic(&topic, 2);
+    stack.create_topic(&dlq, 1);
+    stack.put(&format!("{PREFIX}{topic}"), "");
+    // Offset 2 of partition 0 (lines go round robin).
+    let stuck = format!("{topic}-0-2");
+    proxy.set(Fault::BulkItem503 {
+        index: topic.clone(),
+        id: stuck.clone(),
+    });
+    let options = Options {
+        es_url: Some(proxy.url()),
+        elasticsearch: "max_item_retry_duration = \"2s\"".into(),
+        ..Options::default()
+    };
+    let daemon = Logingest::start(&stack, &options);
+    let ids = stack.produce_lines(&topic, 2, 20).await;
+    assert!(ids.contains(&stuck), "{ids:?}");
+    stack
+        .wait_committed_through(&options.group, &topic, 2, &ids, GROUP_DEADLINE)
+        .await;
+    let others: Vec<String> = ids.iter().filter(|id| **id != stuck).cloned().collect();
+    stack.assert_exactly(&topic, &others).await;
+
+    let (code, report) = verify(&daemon.config, &topic, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["complete"], true, "{report:#}");
+    assert_eq!(report["dead_letters"], format!("topic {dlq}"), "{report:#}");
+    assert_eq!(report["totals"]["checked"], 20, "{report:#}");
+    assert_eq!(report["totals"]["indexed"], 19, "{report:#}");
+    assert_eq!(report["totals"]["missing"], 0, "{report:#}");
+    assert_eq!(report["totals"]["dead_lettered"], 1, "{report:#}");
+    assert_eq!(report["totals"]["redelivered_writes"], 0, "{report:#}");
+    let p0 = &report["partitions"][0];
+    assert_eq!(p0["partition"], 0, "{report:#}");
+    assert_eq!(
+        p0["dead_lettered"],
+        serde_json::json!({"count": 1, "ranges": [[2, 2]]}),
+        "{report:#}"
+    );
+    assert_eq!(p0["missing"]["count"], 0, "{report:#}");
+    assert_eq!(report["partitions"][1]["dead_lettered"]["count"], 0);
+
+    // The text report names the range too.
+    let config = daemon.config.to_string_lossy().into_owned();
+    let output = logingest_cli(&["verify", &topic, "-c", &config], &[]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(text.contains("partition 0 dead-lettered: 2\n"), "{text}");
 }

@@ -490,6 +490,12 @@ pub struct ElasticsearchConfig {
     /// Attempts of a document that Elasticsearch rejected with a permanent
     /// (4xx) item error before it is given up as failed.
     pub max_item_attempts: u32,
+    /// How long a document whose item Elasticsearch keeps answering 429 or
+    /// 5xx (an ingest pipeline failing on it, a circuit breaker) is sent
+    /// again before it is given up as failed, with the last answer. Time
+    /// while whole requests fail (the cluster down) does not count.
+    #[serde(with = "humantime_serde")]
+    pub max_item_retry_duration: Duration,
     /// `gzip` compresses `_bulk` request bodies (`Content-Encoding: gzip`):
     /// fewer bytes on the wire for some CPU; `none` by default.
     pub compression: Compression,
@@ -524,6 +530,7 @@ impl Default for ElasticsearchConfig {
             bearer_token_file: None,
             request_timeout: Duration::from_secs(30),
             max_item_attempts: 3,
+            max_item_retry_duration: Duration::from_secs(600),
             compression: Compression::None,
             adaptive_concurrency: true,
         }

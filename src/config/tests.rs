@@ -41,6 +41,26 @@ fn env_overrides_endpoints() {
 }
 
 #[test]
+fn item_retry_duration_defaults_to_ten_minutes_and_must_be_positive() {
+    assert_eq!(
+        Config::default().elasticsearch.max_item_retry_duration,
+        Duration::from_secs(600)
+    );
+    let c = Config::parse("[elasticsearch]\nmax_item_retry_duration = \"90s\"\n").unwrap();
+    c.validate().unwrap();
+    assert_eq!(
+        c.elasticsearch.max_item_retry_duration,
+        Duration::from_secs(90)
+    );
+    let c = Config::parse("[elasticsearch]\nmax_item_retry_duration = \"0s\"\n").unwrap();
+    let err = c.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("elasticsearch.max_item_retry_duration must be positive"),
+        "{err}"
+    );
+}
+
+#[test]
 fn drain_timeout_must_fit_in_session() {
     let c = Config::parse(
         "[kafka]\ndrain_timeout = \"10s\"\noptions = { \"session.timeout.ms\" = \"6000\" }\n",

@@ -98,6 +98,9 @@ impl Config {
         if self.elasticsearch.max_item_attempts == 0 {
             return invalid("elasticsearch.max_item_attempts must be at least 1".into());
         }
+        if self.elasticsearch.max_item_retry_duration.is_zero() {
+            return invalid("elasticsearch.max_item_retry_duration must be positive".into());
+        }
         if self.dead_letter.destination == DeadLetterDestination::Kafka
             && !self.dead_letter.topic.contains("{topic}")
         {

@@ -14,6 +14,7 @@
 //! every chunk.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::task::JoinSet;
@@ -23,7 +24,7 @@ use super::chunk::{Chunk, ChunkOutcome};
 use super::concurrency::Permit;
 use super::dead_letter::{DeadLetter, DeadLetters};
 use super::request::{DocRef, Request};
-use super::retry::{Fate, RejectReason, RetryPolicy};
+use super::retry::{Fate, History, RejectReason, RetryPolicy};
 use super::service::BulkService;
 use crate::backoff::Backoff;
 use crate::config::RetryConfig;
@@ -72,12 +73,12 @@ pub async fn drive(mut request: Request, permit: Permit, ctx: Arc<DriverContext>
             );
         }
     }
-    // Documents still to send, in request order, with their count of
-    // permanent refusals.
-    let mut pending: Vec<(DocRef, u32)> = request
+    // Documents still to send, in request order, with their history of
+    // item refusals and failures.
+    let mut pending: Vec<(DocRef, History)> = request
         .all_documents()
         .into_iter()
-        .map(|d| (d, 0))
+        .map(|d| (d, History::default()))
         .collect();
     let mut per_request = pending.len().max(1);
     let mut backoff = Backoff::new(ctx.retry.initial_backoff, ctx.retry.max_backoff);
@@ -91,7 +92,7 @@ pub async fn drive(mut request: Request, permit: Permit, ctx: Arc<DriverContext>
         }
         let take = per_request.min(pending.len());
         let sending: Vec<DocRef> = pending[..take].iter().map(|(d, _)| *d).collect();
-        let mut attempts: Vec<u32> = pending[..take].iter().map(|(_, a)| *a).collect();
+        let mut histories: Vec<History> = pending[..take].iter().map(|(_, h)| *h).collect();
         let permit = match permit.take() {
             Some(permit) => permit,
             None => ctx.service.limiter().acquire().await,
@@ -105,9 +106,9 @@ pub async fn drive(mut request: Request, permit: Permit, ctx: Arc<DriverContext>
                     .is_some_and(|d| request.has_id(*d, id))
             })
             .await;
-        let decision = ctx.policy.decide(attempt, &mut attempts);
+        let decision = ctx.policy.decide(attempt, &mut histories, Instant::now());
         let mut again = Vec::with_capacity(take);
-        for ((doc, fate), tries) in sending.iter().zip(decision.fates).zip(attempts) {
+        for ((doc, fate), history) in sending.iter().zip(decision.fates).zip(histories) {
             let state = &mut states[doc.chunk as usize];
             match fate {
                 Fate::Stored => {
@@ -115,6 +116,9 @@ pub async fn drive(mut request: Request, permit: Permit, ctx: Arc<DriverContext>
                     state.unsettled -= 1;
                 }
                 Fate::Rejected(reason) => {
+                    if let RejectReason::RetryExpired { .. } = &reason {
+                        retry_expired(&request, doc.chunk, &ctx.metrics, &reason);
+                    }
                     state.rejected.push((doc.doc, reason));
                     state.unsettled -= 1;
                 }
@@ -122,7 +126,7 @@ pub async fn drive(mut request: Request, permit: Permit, ctx: Arc<DriverContext>
                     if decision.shrink_to.is_none() {
                         retried_counter(state, &request, doc.chunk, &ctx.metrics).inc();
                     }
-                    again.push((*doc, tries));
+                    again.push((*doc, history));
                 }
             }
         }
@@ -174,9 +178,27 @@ fn retried_counter<'s>(
     })
 }
 
+/// Counts and logs a document given up because its item kept being
+/// answered 429/5xx (its dead letter follows with its chunk).
+fn retry_expired(request: &Request, chunk: u32, metrics: &Metrics, reason: &RejectReason) {
+    let Some(partition) = request.chunk(chunk).map(|c| c.partition()) else {
+        return;
+    };
+    metrics
+        .documents_retry_expired
+        .get_or_create(&TopicLabel::of(&partition.topic))
+        .inc();
+    warn!(
+        topic = %partition.topic,
+        partition = partition.partition,
+        reason = %reason,
+        "document still answered 429/5xx after elasticsearch.max_item_retry_duration; dead-lettering it"
+    );
+}
+
 /// Drops the documents of chunks whose partition stopped waiting: sending
 /// them again would help nobody and could write them after a hand-over.
-fn abandon(request: &mut Request, pending: &mut Vec<(DocRef, u32)>) {
+fn abandon(request: &mut Request, pending: &mut Vec<(DocRef, History)>) {
     let abandoned: Vec<u32> = request
         .chunk_indices()
         .filter(|&c| request.chunk(c).is_some_and(Chunk::is_abandoned))

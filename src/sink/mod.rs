@@ -105,6 +105,7 @@ impl Sink {
             service,
             policy: RetryPolicy {
                 max_item_attempts: parts.elasticsearch.max_item_attempts,
+                max_item_retry_duration: parts.elasticsearch.max_item_retry_duration,
             },
             dead_letters: parts.dead_letters,
             retry: parts.retry,

@@ -1007,6 +1007,38 @@ pub struct Logingest {
 }
 
 impl Logingest {
+    /// `logingest verify TOPIC --json` with this daemon's config (its
+    /// group, indices and dead letters): exit code and report.
+    pub fn verify(&self, topic: &str) -> (i32, logingest::verify::Report) {
+        verify_report(&self.config, topic, &[])
+    }
+
+    /// Asserts that `logingest verify` proves `topic` complete up to the
+    /// committed offsets: exit 0, `checked` offsets, `dead_lettered` of them
+    /// in the dead letters and every other one indexed, none missing, none
+    /// written twice.
+    pub fn assert_verified(
+        &self,
+        topic: &str,
+        checked: u64,
+        dead_lettered: u64,
+    ) -> logingest::verify::Report {
+        let (code, report) = self.verify(topic);
+        let t = &report.totals;
+        eprintln!(
+            "verify {topic}: exit {code}, {} checked, {} indexed, {} missing, {} dead-lettered, {} redelivered writes",
+            t.checked, t.indexed, t.missing, t.dead_lettered, t.redelivered_writes
+        );
+        assert_eq!(code, 0, "verify {topic}: {report:#?}");
+        assert!(report.complete, "{report:#?}");
+        assert_eq!(
+            (t.checked, t.indexed, t.missing, t.dead_lettered, t.redelivered_writes),
+            (checked, checked - dead_lettered, 0, dead_lettered, 0),
+            "verify {topic} (checked, indexed, missing, dead-lettered, redelivered writes): {report:#?}"
+        );
+        report
+    }
+
     /// Writes a config for `stack` and starts the binary.
     pub fn start(stack: &Stack, options: &Options) -> Self {
         let port = free_port();
@@ -1305,6 +1337,28 @@ pub fn logingest_cli(args: &[&str], env: &[(&str, &str)]) -> std::process::Outpu
         cmd.env(k, v);
     }
     cmd.output().expect("run logingest")
+}
+
+/// Runs `logingest verify TOPIC -c CONFIG --json` (plus `extra`): its exit
+/// code and its report. Panics when it prints no report.
+pub fn verify_report(
+    config: &Path,
+    topic: &str,
+    extra: &[&str],
+) -> (i32, logingest::verify::Report) {
+    let config = config.to_string_lossy().into_owned();
+    let mut args = vec!["verify", topic, "-c", &config, "--json"];
+    args.extend_from_slice(extra);
+    let output = logingest_cli(&args, &[]);
+    let code = output.status.code().unwrap_or(-1);
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify printed no report ({e}), exit {code}:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (code, report)
 }
 
 /// osmem-server alone, on a free port (for tests that need no etcd or

@@ -51,6 +51,19 @@ pub enum Fault {
     /// `_bulk` requests are forwarded, and the last item of the reply is
     /// removed: one item short.
     DropLastBulkItem,
+    /// `_bulk` requests are forwarded without the document `id` of `index`
+    /// (so the others ARE stored and it is not), and its item is put back
+    /// into the reply, at its place, answered 503
+    /// (`unavailable_shards_exception`): a document the cluster fails on
+    /// every time, as an ingest pipeline's 5xx would. Writes of that `_id`
+    /// to other indices (a dead-letter index) pass. Plain (not gzip)
+    /// bodies only; a gzip body is forwarded unchanged.
+    BulkItem503 {
+        /// The document's index.
+        index: String,
+        /// Its `_id`.
+        id: String,
+    },
     /// `_bulk` requests whose body is larger than this many bytes are
     /// answered 413 without forwarding; smaller ones are forwarded.
     RequestLimit(usize),
@@ -93,6 +106,7 @@ struct Shared {
     bulk_in_flight: AtomicU64,
     refused_429: AtomicU64,
     index_faulted: AtomicU64,
+    items_503: AtomicU64,
 }
 
 impl Shared {
@@ -160,6 +174,7 @@ impl FaultProxy {
             bulk_in_flight: AtomicU64::new(0),
             refused_429: AtomicU64::new(0),
             index_faulted: AtomicU64::new(0),
+            items_503: AtomicU64::new(0),
         });
         let task = tokio::spawn(accept_loop(shared.clone()));
         FaultProxy { shared, task }
@@ -205,6 +220,11 @@ impl FaultProxy {
     /// with a 2xx status.
     pub fn bulk_forwarded(&self) -> u64 {
         self.shared.bulk_forwarded.load(Ordering::SeqCst)
+    }
+
+    /// Number of `_bulk` items answered 503 by [`Fault::BulkItem503`].
+    pub fn items_503(&self) -> u64 {
+        self.shared.items_503.load(Ordering::SeqCst)
     }
 
     /// Number of `_bulk` requests answered 429 by [`Fault::Capacity`].
@@ -339,6 +359,48 @@ async fn handle(
                 Full::new(Bytes::from(reply.to_string())),
             ))
         }
+        Fault::BulkItem503 { index, id } if is_bulk && !is_gzip(&parts.headers) => {
+            let (kept, failed) = split_bulk_body(&path, &body, &index, &id);
+            if failed.is_empty() {
+                return Ok(forward(&shared, parts, body, is_bulk).await);
+            }
+            let mut items: Vec<Value> = Vec::new();
+            if !kept.is_empty() {
+                let response = forward(&shared, parts, Bytes::from(kept), is_bulk).await;
+                if !response.status().is_success() {
+                    return Ok(response);
+                }
+                let (head, full) = response.into_parts();
+                let full = full
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let reply: Value = serde_json::from_slice(&full).unwrap_or_default();
+                match reply["items"].as_array() {
+                    Some(forwarded) => items.clone_from(forwarded),
+                    // Not a bulk reply: pass it on as it is.
+                    None => return Ok(Response::from_parts(head, Full::new(full))),
+                }
+            }
+            for (position, op) in failed {
+                let item = json!({
+                    "_index": index,
+                    "_id": id,
+                    "status": 503,
+                    "error": {
+                        "type": "unavailable_shards_exception",
+                        "reason": "injected: primary shard is not active",
+                    },
+                });
+                items.insert(position.min(items.len()), json!({ op: item }));
+                shared.items_503.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"took": 1, "errors": true, "items": items}),
+            ))
+        }
         Fault::RequestLimit(limit) if is_bulk && body.len() > limit => Ok(error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!(
@@ -367,6 +429,62 @@ async fn handle(
         }
         _ => Ok(forward(&shared, parts, body, is_bulk).await),
     }
+}
+
+fn is_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"))
+}
+
+/// Splits the body of a `_bulk` request to `path` into the body without the
+/// actions on document `id` of `index` and, for each of those, its position
+/// among the actions and its operation.
+fn split_bulk_body(
+    path: &str,
+    body: &[u8],
+    index: &str,
+    id: &str,
+) -> (Vec<u8>, Vec<(usize, String)>) {
+    // `/{index}/_bulk` sets the default index.
+    let default_index = path
+        .trim_start_matches('/')
+        .strip_suffix("_bulk")
+        .map(|s| s.trim_end_matches('/'))
+        .filter(|s| !s.is_empty());
+    let mut kept = Vec::with_capacity(body.len());
+    let mut failed = Vec::new();
+    let mut lines = body
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace));
+    let mut position = 0;
+    while let Some(line) = lines.next() {
+        let action: Option<(String, Value)> = match serde_json::from_slice::<Value>(line) {
+            Ok(Value::Object(action)) if action.len() == 1 => action.into_iter().next(),
+            _ => None,
+        };
+        let source = match &action {
+            Some((op, _)) if op == "delete" => None,
+            _ => lines.next(),
+        };
+        match action {
+            Some((op, meta))
+                if meta.get("_id").and_then(Value::as_str) == Some(id)
+                    && meta.get("_index").and_then(Value::as_str).or(default_index)
+                        == Some(index) =>
+            {
+                failed.push((position, op));
+            }
+            _ => {
+                for line in std::iter::once(line).chain(source) {
+                    kept.extend_from_slice(line);
+                    kept.push(b'\n');
+                }
+            }
+        }
+        position += 1;
+    }
+    (kept, failed)
 }
 
 /// Connection-specific headers, not forwarded in either direction
