@@ -154,6 +154,7 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
             templates,
             heartbeat: reconciler_heartbeat,
             metrics,
+            removed_topic_grace: config.http.removed_topic_grace,
         },
         root.clone(),
     );

@@ -200,6 +200,10 @@ pub struct Metrics {
     /// Documents whose transform failed at run time (indexed untransformed
     /// and tagged), per topic.
     pub transform_failures: Family<TopicLabel, Counter>,
+    /// Seconds partition tasks of a topic waited for its rate limits
+    /// (`max_docs_per_second`, `max_bytes_per_second`), summed over its
+    /// tasks, per topic.
+    pub topic_throttled_seconds: Family<TopicLabel, Counter<f64, AtomicU64>>,
     /// `_bulk` requests by outcome.
     pub bulk_requests: Family<BulkOutcomeLabel, Counter>,
     /// Latency of `_bulk` requests.
@@ -286,6 +290,7 @@ impl Metrics {
             documents_retry_expired: Family::default(),
             documents_dropped: Family::default(),
             transform_failures: Family::default(),
+            topic_throttled_seconds: Family::default(),
             bulk_requests: Family::default(),
             bulk_request_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             bulk_bytes_sent: Counter::default(),
@@ -340,6 +345,7 @@ impl Metrics {
             "dead_letter_delivery_failures" => dead_letter_delivery_failures, "Dead-letter delivery attempts that failed and are retried (the letter waits), by reason";
             "documents_dropped" => documents_dropped, "Documents dropped on purpose by the topic's transform";
             "transform_failures" => transform_failures, "Documents whose transform failed at run time (indexed untransformed)";
+            "topic_throttled_seconds" => topic_throttled_seconds, "Seconds partition tasks waited for their topic's rate limits";
             "bulk_requests" => bulk_requests, "Bulk requests by outcome";
             "bulk_request_duration_seconds" => bulk_request_duration, "Latency of Elasticsearch bulk requests";
             "bulk_bytes_sent" => bulk_bytes_sent, "Bytes of bulk request bodies sent (after compression)";
@@ -396,6 +402,41 @@ impl Metrics {
         ] {
             drop(family.get_or_create(&label));
         }
+        drop(self.topic_throttled_seconds.get_or_create(&label));
+    }
+
+    /// Removes every series of `topic` (a topic removed from the registry
+    /// whose tasks have stopped), its per-partition series of `partitions`
+    /// included, so that topics added and removed leave `/metrics` the size
+    /// it was. A topic registered again starts its series at 0.
+    pub fn forget_topic(&self, topic: &str, partitions: impl IntoIterator<Item = i32>) {
+        let label = TopicLabel::of(topic);
+        for family in [
+            &self.documents_read,
+            &self.bytes_read,
+            &self.documents_indexed,
+            &self.documents_failed,
+            &self.documents_dead_lettered,
+            &self.dead_letters_refused,
+            &self.documents_retried,
+            &self.documents_dropped,
+            &self.transform_failures,
+            &self.partition_task_starts,
+            &self.partition_task_restarts,
+        ] {
+            family.remove(&label);
+        }
+        self.topic_throttled_seconds.remove(&label);
+        self.registry_topic_info.remove(&label);
+        self.topic_partitions_owned.remove(&label);
+        for partition in partitions {
+            let label = PartitionLabel {
+                topic: topic.to_string(),
+                partition,
+            };
+            self.partition_lag.remove(&label);
+            self.partition_lag_seconds.remove(&label);
+        }
     }
 
     /// Counts a rebalance event.
@@ -450,5 +491,37 @@ mod tests {
             assert!(out.contains(&series), "{series} missing:\n{out}");
         }
         assert!(out.contains("logingest_partition_task_starts_total{topic=\"nginx\"} 2\n"));
+        assert!(out.contains("logingest_topic_throttled_seconds_total{topic=\"nginx\"} 0.0\n"));
+    }
+
+    #[test]
+    fn a_forgotten_topic_leaves_no_series() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry, "test-1");
+        metrics.partition_task_started("kept");
+        let size = text(&registry).len();
+        metrics.partition_task_started("gone");
+        let tp = TopicPartition::new("gone", 3);
+        metrics
+            .partition_lag
+            .get_or_create(&PartitionLabel::of(&tp))
+            .set(5);
+        metrics
+            .partition_lag_seconds
+            .get_or_create(&PartitionLabel::of(&tp))
+            .set(1.5);
+        metrics
+            .registry_topic_info
+            .get_or_create(&TopicLabel::of("gone"))
+            .set(1);
+        metrics
+            .topic_partitions_owned
+            .get_or_create(&TopicLabel::of("gone"))
+            .set(1);
+        metrics.forget_topic("gone", [3]);
+        let out = text(&registry);
+        assert!(!out.contains("gone"), "{out}");
+        assert_eq!(out.len(), size);
+        assert!(out.contains("logingest_documents_read_total{topic=\"kept\"} 0\n"));
     }
 }

@@ -13,7 +13,11 @@
 //! * A topic added: the subscription grows; its partitions get tasks when the
 //!   group assigns them (or at once, if they are still assigned).
 //! * A topic's settings changed: its tasks drain and restart with the new
-//!   settings from the first unacknowledged offset.
+//!   settings from the first unacknowledged offset — unless only its rate
+//!   limits changed: those go to the topic's [`Throttle`], which its running
+//!   tasks consult before every burst.
+//! * A topic removed whose tasks have all stopped: its metric series are
+//!   removed, so that topic churn does not grow `/metrics`.
 //! * Partitions revoked: their tasks drain before librdkafka hands them
 //!   over; the revoke handler then fences and commits (see
 //!   [`crate::kafka::assignment`]).
@@ -36,7 +40,7 @@ use crate::config::{BatchConfig, KafkaConfig};
 use crate::health::{Heartbeat, BEAT_INTERVAL};
 use crate::kafka::{
     Assignment, Control, KafkaEvent, LogConsumer, PartitionQueue, PartitionStatus, PartitionTask,
-    StatusBoard, TaskExit,
+    StatusBoard, TaskExit, Throttle,
 };
 use crate::memory::MemoryBudget;
 use crate::metrics::{Metrics, TopicLabel};
@@ -103,6 +107,8 @@ pub struct ReconcilerParts {
     pub heartbeat: Arc<Heartbeat>,
     /// Metrics.
     pub metrics: Metrics,
+    /// How long a removed topic's series stay after its tasks stopped.
+    pub removed_topic_grace: Duration,
 }
 
 /// Diffs desired topics against assigned partitions and runs the tasks.
@@ -124,6 +130,13 @@ pub struct Reconciler {
     exported_topics: BTreeSet<String>,
     /// Topics removed whose tasks are still draining, with the removal time.
     stopping_topics: HashMap<String, Instant>,
+    /// The rate limiter of every topic with tasks, shared by its tasks.
+    throttles: HashMap<String, Arc<Throttle>>,
+    /// The partitions each topic has had tasks of (their per-partition
+    /// series go with the topic).
+    task_partitions_of: HashMap<String, BTreeSet<i32>>,
+    /// Removed topics without tasks, and when their series go.
+    forget_at: HashMap<String, tokio::time::Instant>,
 }
 
 impl Reconciler {
@@ -142,6 +155,9 @@ impl Reconciler {
             resubscribe_at: None,
             exported_topics: BTreeSet::new(),
             stopping_topics: HashMap::new(),
+            throttles: HashMap::new(),
+            task_partitions_of: HashMap::new(),
+            forget_at: HashMap::new(),
         }
     }
 
@@ -263,6 +279,38 @@ impl Reconciler {
         }
     }
 
+    /// Removes the series of a removed topic whose tasks have stopped
+    /// (no task is left to count into them again) once the grace period
+    /// has passed, unless it is registered again by then.
+    fn schedule_forget(&mut self, topic: &str) {
+        let at = tokio::time::Instant::now() + self.parts.removed_topic_grace;
+        self.forget_at.insert(topic.to_string(), at);
+        self.forget_due();
+    }
+
+    fn forget_due(&mut self) {
+        let now = tokio::time::Instant::now();
+        let due: Vec<String> = self
+            .forget_at
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(topic, _)| topic.clone())
+            .collect();
+        for topic in due {
+            self.forget_at.remove(&topic);
+            if !self.desired.contains_key(&topic) && !self.topic_has_tasks(&topic) {
+                self.forget_topic(&topic);
+            }
+        }
+    }
+
+    fn forget_topic(&mut self, topic: &str) {
+        let partitions = self.task_partitions_of.remove(topic).unwrap_or_default();
+        self.parts.metrics.forget_topic(topic, partitions);
+        self.exported_topics.remove(topic);
+        debug!(topic = %topic, "metric series of the removed topic removed");
+    }
+
     fn topic_has_tasks(&self, topic: &str) -> bool {
         self.assigned
             .iter()
@@ -279,14 +327,25 @@ impl Reconciler {
                     if let Some(token) = self.topic_tokens.remove(topic) {
                         token.cancel();
                     }
+                    self.throttles.remove(topic);
                     if self.topic_has_tasks(topic) {
                         self.stopping_topics.insert(topic.clone(), Instant::now());
+                    } else {
+                        self.schedule_forget(topic);
                     }
                 }
                 Some(new) if new != settings => {
-                    info!(topic = %topic, index = %new.index, "topic settings changed; restarting its partitions");
-                    if let Some(token) = self.topic_tokens.remove(topic) {
-                        token.cancel();
+                    if new.limits != settings.limits {
+                        info!(topic = %topic, docs_per_second = ?new.limits.docs_per_second, bytes_per_second = ?new.limits.bytes_per_second, "topic rate limits changed; applied to its running partitions");
+                        if let Some(throttle) = self.throttles.get(topic) {
+                            throttle.set(new.limits);
+                        }
+                    }
+                    if settings.needs_restart(new) {
+                        info!(topic = %topic, index = %new.index, "topic settings changed; restarting its partitions");
+                        if let Some(token) = self.topic_tokens.remove(topic) {
+                            token.cancel();
+                        }
                     }
                 }
                 Some(_) => {}
@@ -313,6 +372,7 @@ impl Reconciler {
             .values()
             .filter_map(|slot| slot.restart_at)
             .chain(self.resubscribe_at)
+            .chain(self.forget_at.values().copied())
             .min()
     }
 
@@ -322,6 +382,7 @@ impl Reconciler {
             self.resubscribe_at = None;
             self.subscribe();
         }
+        self.forget_due();
         for slot in self.assigned.values_mut() {
             if slot.restart_at.is_some_and(|at| at <= now) {
                 slot.restart_at = None;
@@ -476,6 +537,7 @@ impl Reconciler {
                     .topic_stop_duration
                     .observe(elapsed.as_secs_f64());
                 info!(topic = %tp.topic, elapsed_us = elapsed.as_micros() as u64, "removed topic stopped");
+                self.schedule_forget(&tp.topic);
             }
         }
         let still_running = self
@@ -530,6 +592,15 @@ impl Reconciler {
                 continue;
             };
             slot.restart_at = None;
+            let throttle = self
+                .throttles
+                .entry(tp.topic.to_string())
+                .or_insert_with(|| Arc::new(Throttle::new(settings.limits)))
+                .clone();
+            self.task_partitions_of
+                .entry(tp.topic.to_string())
+                .or_default()
+                .insert(tp.partition);
             let task = PartitionTask {
                 assignment: slot.assignment.clone(),
                 settings,
@@ -544,6 +615,7 @@ impl Reconciler {
                 status: slot.status.clone(),
                 templates: self.parts.templates.clone(),
                 metrics: self.parts.metrics.clone(),
+                throttle,
             };
             self.parts.metrics.partition_task_started(&tp.topic);
             let handle = self.tasks.spawn(task.run(token.clone()).in_current_span());

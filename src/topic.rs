@@ -296,6 +296,32 @@ pub struct TopicSettings {
     pub transform_failure: TransformFailure,
     /// `index`, compiled.
     pub template: IndexTemplate,
+    /// Rate limits, applied live: changing only these does not restart the
+    /// topic's tasks (see [`TopicSettings::needs_restart`]).
+    pub limits: RateLimits,
+}
+
+/// The most a topic may read per second, across all its partitions (on
+/// this instance); `None`: no limit.
+///
+/// Both numbers are finite and non-negative (the registry's parser
+/// refuses anything else), which is what makes the `Eq` below sound.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RateLimits {
+    /// `max_docs_per_second`: records read per second.
+    pub docs_per_second: Option<f64>,
+    /// `max_bytes_per_second`: bytes of record keys and values read per
+    /// second.
+    pub bytes_per_second: Option<f64>,
+}
+
+impl Eq for RateLimits {}
+
+impl RateLimits {
+    /// No limit at all.
+    pub fn is_unlimited(&self) -> bool {
+        self.docs_per_second.is_none() && self.bytes_per_second.is_none()
+    }
 }
 
 /// What becomes of a record whose transform fails at run time (an error,
@@ -333,7 +359,17 @@ impl TopicSettings {
             headers: HeadersMode::Off,
             transform: None,
             transform_failure: TransformFailure::Index,
+            limits: RateLimits::default(),
         }
+    }
+
+    /// Whether going from `self` to `new` needs the topic's tasks
+    /// restarted: any change but the rate limits, which the tasks read
+    /// live from the topic's shared limiter.
+    pub fn needs_restart(&self, new: &TopicSettings) -> bool {
+        let mut same_limits = self.clone();
+        same_limits.limits = new.limits;
+        same_limits != *new
     }
 }
 

@@ -671,6 +671,11 @@ pub struct HttpConfig {
     /// long (e.g. 401 after a credential rotation).
     #[serde(with = "humantime_serde")]
     pub unready_after: Duration,
+    /// How long the series of a topic removed from the registry stay in
+    /// `/metrics` after its tasks stopped, so that scrapes see their final
+    /// values; then they are removed (topic churn must not grow `/metrics`).
+    #[serde(with = "humantime_serde")]
+    pub removed_topic_grace: Duration,
 }
 
 impl Default for HttpConfig {
@@ -678,6 +683,7 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             unready_after: Duration::from_secs(60),
+            removed_topic_grace: Duration::from_secs(120),
         }
     }
 }

@@ -9,6 +9,11 @@
 //! spent the task stops reading, and after [`PAUSE_AFTER`] pauses its
 //! partition.
 //!
+//! A topic with rate limits shares one [`Throttle`] among its tasks: a task
+//! reads only under a grant of it, and without one it holds the record it
+//! took (like a record waiting for memory) and reads nothing further until
+//! the topic's buckets refill.
+//!
 //! On cancellation (revoke, topic removed or changed, shutdown) it stops
 //! reading, sends what it has without lingering, waits for the answers up
 //! to the drain deadline and leaves the resume point for the next task. It
@@ -17,6 +22,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +45,7 @@ use super::consumer::{LogConsumer, PartitionQueue};
 use super::control::Control;
 use super::offsets::OffsetTracker;
 use super::status::{PartitionState, PartitionStatus};
+use super::throttle::{Grant, Throttle};
 use crate::config::BatchConfig;
 use crate::document::{Header, Record, Shaped, Shaper, TRANSFORM_FAILED};
 use crate::memory::{MemoryBudget, Reservation};
@@ -107,6 +114,9 @@ pub struct PartitionTask {
     pub templates: Arc<Templates>,
     /// Metrics.
     pub metrics: Metrics,
+    /// The topic's rate limiter, shared with its other tasks and updated
+    /// live by the reconciler.
+    pub throttle: Arc<Throttle>,
 }
 
 /// The answer of one chunk, with what the task remembers of it.
@@ -174,6 +184,8 @@ struct Counters {
     /// Records whose transform failed (indexed, dead-lettered or dropped
     /// as the topic's `transform_failure` says).
     transform_failures: Counter,
+    /// Seconds spent waiting for the topic's rate limit.
+    throttled: Counter<f64, AtomicU64>,
 }
 
 /// The loop's state: tracker, open chunk, answers in flight.
@@ -199,15 +211,38 @@ struct Loop {
     /// A chunk came back unsettled (the sink dropped it): its records must
     /// be read again, so the task ends and is restarted at its resume point.
     lost: bool,
+    /// What the topic's rate limit lets the task read before it asks again.
+    grant: Grant,
 }
 
 /// What reading one message came to.
 enum Step {
     Written,
-    /// The budget is spent: wait for this many bytes.
-    NeedMemory(usize),
+    /// The message is held until the task may read it.
+    Blocked(Blocked),
     /// The task cannot go on.
     Stop,
+}
+
+/// Why a message is held.
+enum Blocked {
+    /// The budget is spent: wait for this many bytes.
+    Memory(usize),
+    /// The topic's rate limit: ask again at this time.
+    Rate(Instant),
+}
+
+/// What the loop waits for before it reads again.
+#[derive(Default)]
+struct Waits {
+    /// The reservation a record held for memory waits for.
+    memory: Option<MemoryWait>,
+    /// Since when the task waits for memory.
+    blocked_since: Option<Instant>,
+    /// When to ask the rate limit again.
+    rate_until: Option<Instant>,
+    /// Since when the task waits for the rate limit (not yet counted).
+    rate_since: Option<Instant>,
 }
 
 impl PartitionTask {
@@ -246,12 +281,18 @@ impl PartitionTask {
                     .transform_failures
                     .get_or_create(&label)
                     .clone(),
+                throttled: self
+                    .metrics
+                    .topic_throttled_seconds
+                    .get_or_create(&label)
+                    .clone(),
             },
             uncounted: (0, 0),
             now: Utc::now(),
             first_ack_seen: false,
             started: Instant::now(),
             lost: false,
+            grant: Grant::NONE,
             tp,
         };
         let queue = self.queue.clone();
@@ -259,8 +300,7 @@ impl PartitionTask {
         // A message read while the budget was spent, and the reservation it
         // waits for.
         let mut held: Option<BorrowedMessage<'_>> = None;
-        let mut memory: Option<MemoryWait> = None;
-        let mut blocked_since: Option<Instant> = None;
+        let mut waits = Waits::default();
         let mut paused: Option<PauseGuard> = None;
         let mut consecutive_errors = 0u32;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -268,16 +308,17 @@ impl PartitionTask {
         tokio::pin!(cancelled);
         let mut stop = false;
         while !stop {
-            let pause_at = blocked_since.map(|s| s + PAUSE_AFTER);
+            let pause_at = waits.blocked_since.map(|s| s + PAUSE_AFTER);
+            let mut outcome: Result<Option<Blocked>, ()> = Ok(None);
             tokio::select! {
                 biased;
                 _ = &mut cancelled => break,
                 Some((sent, outcome)) = state.answers.next(), if !state.answers.is_empty() => {
                     self.answered(&mut state, sent, outcome);
                 }
-                Some(reservation) = OptionFuture::from(memory.as_mut()), if memory.is_some() => {
-                    memory = None;
-                    blocked_since = None;
+                Some(reservation) = OptionFuture::from(waits.memory.as_mut()), if waits.memory.is_some() => {
+                    waits.memory = None;
+                    waits.blocked_since = None;
                     paused = None;
                     state.reservation.merge(reservation);
                     state.now = Utc::now();
@@ -285,51 +326,45 @@ impl PartitionTask {
                         // It waited for what the budget can give: it goes
                         // through with that, even if it is more than the
                         // budget (a lone oversized record).
-                        match self.take(&mut state, &message, true) {
-                            Step::Written => {}
-                            Step::Stop => stop = true,
-                            Step::NeedMemory(_) => {
+                        outcome = match self.take(&mut state, &message, true) {
+                            Step::Written => Ok(None),
+                            Step::Stop => Err(()),
+                            Step::Blocked(Blocked::Memory(_)) => {
                                 // `take` never asks again once forced; if it
                                 // ever did, the record must not be lost.
                                 held = Some(message);
-                                stop = true;
+                                Err(())
                             }
-                        }
+                            Step::Blocked(rate) => {
+                                held = Some(message);
+                                Ok(Some(rate))
+                            }
+                        };
                     }
-                    if !stop {
-                        match self.burst(&mut state, &mut stream, &mut held) {
-                            Ok(Some(need)) => {
-                                blocked_since = Some(Instant::now());
-                                memory = Some(self.block(&mut state, need));
-                            }
-                            Ok(None) => {}
-                            Err(()) => stop = true,
-                        }
+                    if matches!(outcome, Ok(None)) {
+                        outcome = self.burst(&mut state, &mut stream, &mut held);
+                    }
+                }
+                _ = tokio::time::sleep_until(waits.rate_until.unwrap_or_else(Instant::now)), if waits.rate_until.is_some() => {
+                    waits.rate_until = None;
+                    if let Some(since) = waits.rate_since.take() {
+                        state.counters.throttled.inc_by(since.elapsed().as_secs_f64());
+                    }
+                    state.now = Utc::now();
+                    if let Some(message) = held.take() {
+                        outcome = self.take_held(&mut state, message, &mut held);
+                    }
+                    if matches!(outcome, Ok(None)) {
+                        outcome = self.burst(&mut state, &mut stream, &mut held);
                     }
                 }
                 message = stream.next(), if held.is_none() => match message {
                     Some(Ok(message)) => {
                         consecutive_errors = 0;
                         state.now = Utc::now();
-                        let first = match self.take(&mut state, &message, false) {
-                            Step::Written => Ok(None),
-                            Step::NeedMemory(need) => {
-                                held = Some(message);
-                                Ok(Some(need))
-                            }
-                            Step::Stop => Err(()),
-                        };
-                        let outcome = match first {
-                            Ok(None) => self.burst(&mut state, &mut stream, &mut held),
-                            other => other,
-                        };
-                        match outcome {
-                            Ok(Some(need)) => {
-                                blocked_since = Some(Instant::now());
-                                memory = Some(self.block(&mut state, need));
-                            }
-                            Ok(None) => {}
-                            Err(()) => stop = true,
+                        outcome = self.take_held(&mut state, message, &mut held);
+                        if matches!(outcome, Ok(None)) {
+                            outcome = self.burst(&mut state, &mut stream, &mut held);
                         }
                     }
                     Some(Err(e)) => {
@@ -353,16 +388,37 @@ impl PartitionTask {
                 }
                 _ = tick.tick() => self.update_lag(&state),
             }
+            match outcome {
+                Ok(None) => {}
+                Ok(Some(Blocked::Memory(need))) => {
+                    waits.blocked_since = Some(Instant::now());
+                    waits.memory = Some(self.block(&mut state, need));
+                }
+                Ok(Some(Blocked::Rate(at))) => {
+                    // What was read goes now, and its grant back to the
+                    // topic's other tasks.
+                    self.submit(&mut state, false);
+                    waits.rate_since.get_or_insert_with(Instant::now);
+                    waits.rate_until = Some(at);
+                }
+                Err(()) => stop = true,
+            }
             if state.lost {
                 warn!(partition = %state.tp, "a chunk came back unsettled; reading its records again");
                 stop = true;
             }
         }
+        if let Some(since) = waits.rate_since {
+            state
+                .counters
+                .throttled
+                .inc_by(since.elapsed().as_secs_f64());
+        }
         // A message taken from the queue but not written is not read: it
         // is in no chunk, so nothing may be stored for it. The next reader
         // starts at it (or earlier, at the first unacknowledged read).
         let held_offset = held.take().map(|message| message.offset());
-        drop(memory);
+        drop(waits);
         drop(paused);
         self.status.set_state(PartitionState::Stopping);
         self.drain(&mut state).await;
@@ -394,25 +450,41 @@ impl PartitionTask {
         })
     }
 
+    /// Takes one message; a message that cannot be taken yet goes into
+    /// `held`.
+    fn take_held<'q>(
+        &self,
+        state: &mut Loop,
+        message: BorrowedMessage<'q>,
+        held: &mut Option<BorrowedMessage<'q>>,
+    ) -> Result<Option<Blocked>, ()> {
+        match self.take(state, &message, false) {
+            Step::Written => Ok(None),
+            Step::Blocked(blocked) => {
+                *held = Some(message);
+                Ok(Some(blocked))
+            }
+            Step::Stop => Err(()),
+        }
+    }
+
     /// Reads every message already in the queue (up to [`BURST`]), then
-    /// hands the chunk to the sink. `Ok(Some(bytes))` when the budget is
-    /// spent (the message is in `held`), `Err` when the task must stop.
+    /// hands the chunk to the sink. `Ok(Some(_))` when the budget is spent
+    /// or the rate limit reached (the message is in `held`), `Err` when the
+    /// task must stop.
     fn burst<'q>(
         &self,
         state: &mut Loop,
         stream: &mut rdkafka::consumer::MessageStream<'q, super::consumer::GroupContext>,
         held: &mut Option<BorrowedMessage<'q>>,
-    ) -> Result<Option<usize>, ()> {
+    ) -> Result<Option<Blocked>, ()> {
         for _ in 0..BURST {
             match stream.next().now_or_never() {
-                Some(Some(Ok(message))) => match self.take(state, &message, false) {
-                    Step::Written => {}
-                    Step::NeedMemory(need) => {
-                        *held = Some(message);
-                        return Ok(Some(need));
+                Some(Some(Ok(message))) => {
+                    if let Some(blocked) = self.take_held(state, message, held)? {
+                        return Ok(Some(blocked));
                     }
-                    Step::Stop => return Err(()),
-                },
+                }
                 // An error or nothing ready: the select loop handles it.
                 _ => break,
             }
@@ -444,6 +516,15 @@ impl PartitionTask {
             // offset it took from the queue.
             self.assignment.set_first_read(Some(offset));
         }
+        if !state.grant.admits() {
+            // Asked once per burst, not per record: a grant covers many.
+            self.throttle
+                .release(std::mem::replace(&mut state.grant, Grant::NONE));
+            match self.throttle.acquire(BURST as u64) {
+                Ok(grant) => state.grant = grant,
+                Err(at) => return Step::Blocked(Blocked::Rate(at)),
+            }
+        }
         if state.chunk.is_empty()
             && state.chunk.pending_allocation() + estimate > self.budget.available()
         {
@@ -463,7 +544,7 @@ impl PartitionTask {
                 None if forced => {
                     debug!(partition = %state.tp, offset, bytes = estimate, reserved = state.reservation.bytes(), "record larger than the free budget goes through with what it was granted");
                 }
-                None => return Step::NeedMemory(estimate),
+                None => return Step::Blocked(Blocked::Memory(estimate)),
             }
         }
         crate::fault::before_record(&state.tp, offset);
@@ -541,6 +622,7 @@ impl PartitionTask {
         }
         state.uncounted.0 += 1;
         state.uncounted.1 += raw as u64;
+        state.grant.use_one(raw as u64);
         self.status.set_read(offset + 1);
         if state.chunk.len() >= self.batch.max_documents
             || state.chunk.bytes() >= self.batch.max_bytes
@@ -552,6 +634,10 @@ impl PartitionTask {
 
     /// Hands the open chunk (if any) to the sink.
     fn submit(&self, state: &mut Loop, urgent: bool) {
+        // What the task did not read of its grant goes back to the topic's
+        // other tasks; the next record asks again.
+        self.throttle
+            .release(std::mem::replace(&mut state.grant, Grant::NONE));
         let (records, bytes) = std::mem::take(&mut state.uncounted);
         if records > 0 {
             state.counters.read.inc_by(records);

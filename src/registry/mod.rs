@@ -101,7 +101,8 @@ pub fn parse_collector_value(value: &[u8]) -> Result<BTreeSet<String>, RegistryE
 /// What one key contributes to the desired set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Entry {
-    Topic(String, TopicSettings),
+    /// Boxed: settings are much larger than a collector's set.
+    Topic(String, Box<TopicSettings>),
     Collector(BTreeSet<String>),
 }
 
@@ -171,7 +172,7 @@ impl RegistryState {
                 ),
             ));
         }
-        Ok(Some(Entry::Topic(topic.to_string(), settings)))
+        Ok(Some(Entry::Topic(topic.to_string(), Box::new(settings))))
     }
 
     /// Applies a put. On error nothing changes: the key's last good value
@@ -243,7 +244,7 @@ impl RegistryState {
         }
         for entry in self.entries.values() {
             if let Entry::Topic(topic, settings) = entry {
-                topics.insert(topic.clone(), Arc::new(settings.clone()));
+                topics.insert(topic.clone(), Arc::new(settings.as_ref().clone()));
             }
         }
         topics

@@ -16,8 +16,8 @@ use serde::Deserialize;
 
 use super::RegistryError;
 use crate::topic::{
-    validate_index, HeadersMode, IndexTemplate, KafkaFields, LineFormat, TimestampFormat,
-    TopicSettings, TransformFailure,
+    validate_index, HeadersMode, IndexTemplate, KafkaFields, LineFormat, RateLimits,
+    TimestampFormat, TopicSettings, TransformFailure,
 };
 
 /// The JSON object of the prefix form. Unknown fields are collected, not
@@ -39,6 +39,8 @@ struct TopicValue {
     transform: Option<String>,
     transform_failure: Option<TransformFailure>,
     timestamp_format: Option<TimestampFormat>,
+    max_docs_per_second: Option<serde_json::Value>,
+    max_bytes_per_second: Option<serde_json::Value>,
     #[serde(flatten)]
     unknown: std::collections::BTreeMap<String, serde_json::Value>,
 }
@@ -68,6 +70,24 @@ fn kafka_fields(names: &[KafkaField]) -> KafkaFields {
 
 fn invalid(field: &str, why: impl std::fmt::Display) -> RegistryError {
     RegistryError::InvalidValue(format!("{field}: {why}"))
+}
+
+/// A rate limit: absent or `null` is no limit; else a finite,
+/// non-negative number (0 reads nothing: the topic is held).
+fn rate(field: &str, value: Option<serde_json::Value>) -> Result<Option<f64>, RegistryError> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(value) => value
+            .as_f64()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .map(Some)
+            .ok_or_else(|| {
+                invalid(
+                    field,
+                    format!("{value} is not a non-negative number (per second; leave it out for no limit)"),
+                )
+            }),
+    }
 }
 
 fn non_empty(field: &str, value: Option<String>) -> Result<Option<String>, RegistryError> {
@@ -144,6 +164,10 @@ pub fn parse_topic_value_checked(
         }
         settings.transform_failure = failure;
     }
+    settings.limits = RateLimits {
+        docs_per_second: rate("max_docs_per_second", parsed.max_docs_per_second)?,
+        bytes_per_second: rate("max_bytes_per_second", parsed.max_bytes_per_second)?,
+    };
     if settings.format != LineFormat::Json {
         if settings.json_target.is_some() {
             return Err(invalid("json_target", "needs \"format\": \"json\""));
@@ -260,6 +284,53 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown variant `host`"), "{err}");
+    }
+
+    #[test]
+    fn rate_limits_are_non_negative_numbers_and_need_no_restart() {
+        let none = parse("").unwrap();
+        assert!(none.limits.is_unlimited());
+        let limited =
+            parse(r#"{"max_docs_per_second": 200, "max_bytes_per_second": 1.5e6}"#).unwrap();
+        assert_eq!(
+            limited.limits,
+            RateLimits {
+                docs_per_second: Some(200.0),
+                bytes_per_second: Some(1_500_000.0),
+            }
+        );
+        assert_eq!(
+            parse(r#"{"max_docs_per_second": null}"#).unwrap().limits,
+            RateLimits::default()
+        );
+        assert_eq!(
+            parse(r#"{"max_docs_per_second": 0}"#)
+                .unwrap()
+                .limits
+                .docs_per_second,
+            Some(0.0)
+        );
+        // Only the limits changed: applied live. Anything else: restart.
+        assert!(!none.needs_restart(&limited));
+        assert!(!limited.needs_restart(&none));
+        assert!(none.needs_restart(&parse(r#"{"index": "other"}"#).unwrap()));
+        for (value, error) in [
+            (
+                r#"{"max_docs_per_second": -1}"#,
+                "max_docs_per_second: -1 is not a non-negative number",
+            ),
+            (
+                r#"{"max_bytes_per_second": "10MB"}"#,
+                "max_bytes_per_second: \"10MB\" is not",
+            ),
+            (
+                r#"{"max_docs_per_second": [1]}"#,
+                "max_docs_per_second: [1] is not",
+            ),
+        ] {
+            let err = parse(value).unwrap_err().to_string();
+            assert!(err.contains(error), "{value}: {err}");
+        }
     }
 
     #[test]
