@@ -92,6 +92,27 @@ async fn a_node_refusing_connections_is_taken_out_and_probed_back_in_under_load(
     let a_status = status_of(&daemon, &a).await;
     assert_eq!(a_status["up"], false, "{a_status}");
     assert!(a_status["failures"].as_u64() >= Some(1), "{a_status}");
+    // `logingest status` reaches the nodes itself.
+    let config = daemon.config.to_str().expect("config path").to_string();
+    let urls = format!("{},{}", a.url(), b.url());
+    let out = tokio::task::spawn_blocking(move || {
+        common::logingest_cli(
+            &["status", "--config", &config],
+            &[("LOGINGEST_ES_URL", &urls)],
+        )
+    })
+    .await
+    .expect("status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "status failed: {text}");
+    let state = |proxy: &FaultProxy| {
+        text.lines()
+            .find(|l| l.starts_with(&proxy.url()))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(String::from)
+    };
+    assert_eq!(state(&a).as_deref(), Some("down"), "{text}");
+    assert_eq!(state(&b).as_deref(), Some("up"), "{text}");
     let before = (stack.count_or_zero(&topic).await, b.bulk_forwarded());
     let mut samples = 0;
     while down_at.elapsed() < OUTAGE {
