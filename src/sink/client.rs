@@ -112,7 +112,7 @@ pub async fn connect(config: &ElasticsearchConfig) -> Result<Elasticsearch, Clie
 /// timeout of the configuration.
 fn transport(
     config: &ElasticsearchConfig,
-    connections: impl ConnectionPool + std::fmt::Debug + Clone + Send + 'static,
+    connections: impl ConnectionPool + Clone + 'static,
 ) -> Result<Transport, ClientError> {
     let mut builder = TransportBuilder::new(connections)
         .timeout(config.request_timeout)
