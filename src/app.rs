@@ -41,7 +41,8 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", config.http.listen))?;
-    let es = sink::client::build(&config.elasticsearch)?;
+    let nodes = sink::client::pool(&config.elasticsearch, &metrics.es_node_up)?;
+    let es = sink::client::over(&config.elasticsearch, &nodes)?;
     // A missing password or etcd TLS file is a configuration error, not an
     // outage the watcher should retry.
     config.require_secrets()?;
@@ -68,8 +69,17 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
         config.index_template.clone(),
         config.retry.clone(),
     ));
+    // Probes nodes out of rotation until the sink has stopped: its last
+    // requests may still need a node back.
+    let prober_cancel = CancellationToken::new();
+    let prober = tokio::spawn(
+        nodes
+            .clone()
+            .run_prober(prober_cancel.clone())
+            .in_current_span(),
+    );
     let (sink, sink_task) = Sink::start(SinkParts {
-        client: es,
+        nodes: nodes.clone(),
         elasticsearch: config.elasticsearch.clone(),
         batch: config.batch.clone(),
         retry: config.retry.clone(),
@@ -123,6 +133,7 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
         instance: instance.to_string(),
         group_id: config.kafka.group_id.clone(),
         sink: sink.health(),
+        nodes,
         unready_after: config.http.unready_after,
         heartbeats: vec![
             consumer.context().heartbeat.clone(),
@@ -136,7 +147,7 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
         listen = %config.http.listen,
         etcd = ?config.etcd.endpoints,
         kafka = ?config.kafka.brokers,
-        elasticsearch = %config.elasticsearch.url,
+        elasticsearch = %config.elasticsearch.urls(),
         group = %config.kafka.group_id,
         memory_budget = budget.limit(),
         "logingest started"
@@ -179,6 +190,8 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
     {
         warn!("sink did not stop within 5 s");
     }
+    prober_cancel.cancel();
+    let _ = prober.await;
     // Everything acknowledged was stored; commit it before leaving the group.
     let closing = consumer.clone();
     let commit =

@@ -51,7 +51,9 @@ pub async fn check_endpoints(config: &Config) -> Vec<EndpointCheck> {
         check_kafka(&config.kafka),
         check_elasticsearch(&config.elasticsearch)
     );
-    vec![etcd, kafka, es]
+    let mut checks = vec![etcd, kafka];
+    checks.extend(es);
+    checks
 }
 
 /// An error and its causes, on one line.
@@ -140,29 +142,42 @@ pub async fn check_kafka(config: &KafkaConfig) -> EndpointCheck {
     }
 }
 
-/// Builds the client (CA, credentials) and sends `GET /`.
-pub async fn check_elasticsearch(config: &ElasticsearchConfig) -> EndpointCheck {
-    let outcome = with_timeout(async {
-        let client = crate::sink::client::build(config).map_err(|e| chain(&e))?;
-        let response = client.info().send().await.map_err(|e| chain(&e))?;
-        let status = response.status_code();
-        if !status.is_success() {
-            return Err(format!("HTTP {status}"));
+/// Builds the clients (CA, credentials) and sends `GET /` to every node:
+/// one check per node, so that a node the daemon could not reach shows.
+pub async fn check_elasticsearch(config: &ElasticsearchConfig) -> Vec<EndpointCheck> {
+    let pool = match crate::sink::client::pool(config, &Default::default()) {
+        Ok(pool) => pool,
+        Err(e) => {
+            return vec![EndpointCheck {
+                service: "elasticsearch",
+                target: config.urls(),
+                outcome: Err(chain(&e)),
+            }]
         }
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        let mut detail = format!("HTTP {status}");
-        if let Some(version) = body["version"]["number"].as_str() {
-            detail.push_str(&format!(", version {version}"));
+    };
+    let checks = pool.nodes().iter().map(|node| async move {
+        let outcome = with_timeout(async {
+            let response = node.client().info().send().await.map_err(|e| chain(&e))?;
+            let status = response.status_code();
+            if !status.is_success() {
+                return Err(format!("HTTP {status}"));
+            }
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            let mut detail = format!("HTTP {status}");
+            if let Some(version) = body["version"]["number"].as_str() {
+                detail.push_str(&format!(", version {version}"));
+            }
+            if let Some(name) = body["cluster_name"].as_str() {
+                detail.push_str(&format!(", cluster {name}"));
+            }
+            Ok(detail)
+        })
+        .await;
+        EndpointCheck {
+            service: "elasticsearch",
+            target: node.label().to_string(),
+            outcome,
         }
-        if let Some(name) = body["cluster_name"].as_str() {
-            detail.push_str(&format!(", cluster {name}"));
-        }
-        Ok(detail)
-    })
-    .await;
-    EndpointCheck {
-        service: "elasticsearch",
-        target: config.url.clone(),
-        outcome,
-    }
+    });
+    futures::future::join_all(checks).await
 }

@@ -28,6 +28,7 @@ use crate::health::Heartbeat;
 use crate::kafka::status::PartitionReport;
 use crate::kafka::StatusBoard;
 use crate::registry::watcher::RegistrySnapshot;
+use crate::sink::nodes::{NodePool, NodeReport};
 use crate::sink::service::SinkHealth;
 
 /// What the handlers read.
@@ -45,6 +46,8 @@ pub struct HttpState {
     pub group_id: String,
     /// How far the sink is from healthy.
     pub sink: Arc<SinkHealth>,
+    /// The Elasticsearch nodes and their health.
+    pub nodes: NodePool,
     /// Not ready after every `_bulk` request failed for this long.
     pub unready_after: Duration,
     /// The loops that must keep turning.
@@ -66,6 +69,8 @@ pub struct StatusReport {
     pub topics: Vec<String>,
     /// Partitions assigned to this instance.
     pub partitions: Vec<PartitionReport>,
+    /// The Elasticsearch nodes, up or out of rotation.
+    pub elasticsearch_nodes: Vec<NodeReport>,
 }
 
 /// The router, separate from serving so that it can be tested.
@@ -165,6 +170,7 @@ async fn status(State(state): State<Arc<HttpState>>) -> Json<StatusReport> {
         registry_revision,
         topics,
         partitions: state.board.report(),
+        elasticsearch_nodes: state.nodes.report(),
     })
 }
 
@@ -203,6 +209,11 @@ mod tests {
             instance: "t".into(),
             group_id: "g".into(),
             sink: Arc::new(SinkHealth::default()),
+            nodes: crate::sink::client::pool(
+                &crate::config::ElasticsearchConfig::default(),
+                &Default::default(),
+            )
+            .unwrap(),
             unready_after: Duration::from_secs(60),
             heartbeats,
             stall_after: Duration::from_secs(30),

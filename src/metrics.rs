@@ -51,6 +51,13 @@ impl PartitionLabel {
     }
 }
 
+/// Label set of per-Elasticsearch-node series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabel {
+    /// The node's URL, without credentials.
+    pub node: String,
+}
+
 /// What became of one `_bulk` request.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum BulkOutcome {
@@ -214,6 +221,9 @@ pub struct Metrics {
     pub bulk_documents: Histogram,
     /// The adaptive limit of `_bulk` requests in flight.
     pub bulk_concurrency_limit: Gauge,
+    /// 1 while an Elasticsearch node takes requests, 0 while it is out of
+    /// rotation (failed connections or 502/503/504), per node.
+    pub es_node_up: Family<NodeLabel, Gauge>,
     /// From a record's Kafka timestamp to its acknowledgement by
     /// Elasticsearch (observed per acknowledged chunk, for its oldest
     /// record).
@@ -296,6 +306,7 @@ impl Metrics {
             bulk_bytes_sent: Counter::default(),
             bulk_documents: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
             bulk_concurrency_limit: Gauge::default(),
+            es_node_up: Family::default(),
             end_to_end_latency: Histogram::new(exponential_buckets(0.005, 2.0, 18)),
             buffered_bytes: Gauge::default(),
             memory_budget_bytes: Gauge::default(),
@@ -351,6 +362,7 @@ impl Metrics {
             "bulk_bytes_sent" => bulk_bytes_sent, "Bytes of bulk request bodies sent (after compression)";
             "bulk_documents" => bulk_documents, "Documents per bulk request";
             "bulk_concurrency_limit" => bulk_concurrency_limit, "Adaptive limit of bulk requests in flight";
+            "es_node_up" => es_node_up, "1 while an Elasticsearch node takes requests, 0 while it is out of rotation";
             "end_to_end_latency_seconds" => end_to_end_latency, "From a record's Kafka timestamp to its acknowledgement by Elasticsearch";
             "buffered_bytes" => buffered_bytes, "Bytes held for documents read from Kafka and not yet acknowledged";
             "memory_budget_bytes" => memory_budget_bytes, "The process-wide budget of buffered bytes";

@@ -389,6 +389,30 @@ where
     })
 }
 
+/// Deserializes `elasticsearch.url`: one URL or a list of them.
+fn url_or_urls<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a URL or a list of URLs")]
+    enum UrlOrUrls {
+        List(Vec<String>),
+        One(String),
+    }
+    Ok(match UrlOrUrls::deserialize(deserializer)? {
+        UrlOrUrls::List(list) => list.into_iter().map(|u| u.trim().to_string()).collect(),
+        UrlOrUrls::One(url) => vec![url.trim().to_string()],
+    })
+}
+
+impl ElasticsearchConfig {
+    /// The node URLs, comma-separated, for messages.
+    pub fn urls(&self) -> String {
+        self.url.join(", ")
+    }
+}
+
 /// The items of a comma-separated list, trimmed, empty ones dropped.
 fn split_list(text: &str) -> Vec<String> {
     text.split(',')
@@ -459,8 +483,18 @@ pub struct KafkaSaslConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ElasticsearchConfig {
-    /// Base URL of the cluster, e.g. `http://127.0.0.1:9200`.
-    pub url: String,
+    /// Base URL of the cluster, e.g. `http://127.0.0.1:9200`, or a list of
+    /// node URLs (`["https://es1:9200", "https://es2:9200"]`): requests go
+    /// round robin to the nodes that are up.
+    #[serde(deserialize_with = "url_or_urls")]
+    pub url: Vec<String>,
+    /// First time a node is out of rotation after it failed a connection
+    /// or answered 502/503/504; doubled (with jitter) at each failed probe.
+    #[serde(with = "humantime_serde")]
+    pub node_initial_backoff: Duration,
+    /// Longest time a node stays out before it is probed again.
+    #[serde(with = "humantime_serde")]
+    pub node_max_backoff: Duration,
     /// PEM CA certificate(s) that sign the cluster's certificate (https
     /// URL; hostname verified); without it, the system's trusted CAs.
     pub ca_file: Option<PathBuf>,
@@ -519,7 +553,9 @@ pub enum Compression {
 impl Default for ElasticsearchConfig {
     fn default() -> Self {
         Self {
-            url: "http://127.0.0.1:9200".into(),
+            url: vec!["http://127.0.0.1:9200".into()],
+            node_initial_backoff: Duration::from_secs(1),
+            node_max_backoff: Duration::from_secs(30),
             ca_file: None,
             username: None,
             password: None,
@@ -796,7 +832,7 @@ impl Config {
             self.kafka.brokers = list(v);
         }
         if let Some(v) = lookup(ENV_ES_URL) {
-            self.elasticsearch.url = v.trim().to_string();
+            self.elasticsearch.url = list(v);
         }
         if let Some(v) = lookup(ENV_INSTANCE_ID) {
             self.instance.id = Some(v.trim().to_string());

@@ -37,7 +37,7 @@ fn env_overrides_endpoints() {
     });
     assert_eq!(c.etcd.endpoints, vec!["http://a:1", "http://b:2"]);
     assert_eq!(c.kafka.brokers, vec!["k:9"]);
-    assert_eq!(c.elasticsearch.url, "http://es:9200");
+    assert_eq!(c.elasticsearch.url, ["http://es:9200"]);
 }
 
 #[test]
@@ -386,4 +386,52 @@ fn options_logingest_owns_are_refused_with_the_key_to_use() {
     )
     .unwrap();
     c.validate().unwrap();
+}
+
+#[test]
+fn elasticsearch_url_takes_one_url_or_a_list() {
+    let c = load_text("[elasticsearch]\nurl = \"http://es:9200\"\n", &[]).unwrap();
+    assert_eq!(c.elasticsearch.url, ["http://es:9200"]);
+    let c = load_text(
+        "[elasticsearch]\nurl = [\"https://es1:9200\", \"https://es2:9200\", \"https://es3:9200\"]\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.elasticsearch.url.len(), 3);
+    assert_eq!(
+        c.elasticsearch.urls(),
+        "https://es1:9200, https://es2:9200, https://es3:9200"
+    );
+    // Printed as a list, which parses back to the same nodes.
+    let printed = c.to_redacted_toml();
+    assert_eq!(
+        Config::parse(&printed).unwrap().elasticsearch.url,
+        c.elasticsearch.url
+    );
+    let c = load_text("", &[("LOGINGEST_ES_URL", "http://a:9200, http://b:9200")]).unwrap();
+    assert_eq!(c.elasticsearch.url, ["http://a:9200", "http://b:9200"]);
+}
+
+#[test]
+fn bad_elasticsearch_node_lists_are_refused_with_the_key() {
+    for (text, expected) in [
+        ("url = []", "names no node"),
+        ("url = [\"http://a:9200\", \"es2:9200\"]", "\"es2:9200\""),
+        ("url = [\"http://a:9200\", \"not a url\"]", "is not a URL"),
+        ("url = [\"http://a:9200\", \"http://a:9200/\"]", "twice"),
+        (
+            "url = [\"http://a:9200\", \"https://b:9200\"]",
+            "mixes http and https",
+        ),
+        ("url = 9200", "a URL or a list of URLs"),
+        (
+            "url = \"http://a:9200\"\nnode_initial_backoff = \"1m\"\nnode_max_backoff = \"10s\"",
+            "node_initial_backoff",
+        ),
+    ] {
+        let err = load_text(&format!("[elasticsearch]\n{text}\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{text}: {err}");
+    }
 }

@@ -40,6 +40,48 @@ pub const OWNED_OPTIONS: &[(&str, &str)] = &[
 ];
 
 impl Config {
+    /// `elasticsearch.url`: at least one node, each a URL, no node twice,
+    /// one scheme for all (the nodes of one cluster share its TLS set-up).
+    fn validate_elasticsearch_urls(&self) -> Result<(), ConfigError> {
+        let es = &self.elasticsearch;
+        if es.url.is_empty() {
+            return Err(ConfigError::Invalid(
+                "elasticsearch.url names no node; give a URL or a list of URLs".into(),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let mut schemes = std::collections::BTreeSet::new();
+        for text in &es.url {
+            let url = text.parse::<elasticsearch::http::Url>().map_err(|e| {
+                ConfigError::Invalid(format!("elasticsearch.url {text:?} is not a URL: {e}"))
+            })?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::Invalid(format!(
+                    "elasticsearch.url {text:?}: the scheme must be http or https"
+                )));
+            }
+            if !seen.insert(crate::sink::nodes::node_label(&url)) {
+                return Err(ConfigError::Invalid(format!(
+                    "elasticsearch.url names {text:?} twice"
+                )));
+            }
+            schemes.insert(url.scheme().to_string());
+        }
+        if schemes.len() > 1 {
+            return Err(ConfigError::Invalid(format!(
+                "elasticsearch.url mixes http and https nodes ({}); the nodes of one cluster share its TLS set-up",
+                es.urls()
+            )));
+        }
+        if es.node_initial_backoff.is_zero() || es.node_initial_backoff > es.node_max_backoff {
+            return Err(ConfigError::Invalid(format!(
+                "elasticsearch.node_initial_backoff ({:?}) must be above zero and at most node_max_backoff ({:?})",
+                es.node_initial_backoff, es.node_max_backoff
+            )));
+        }
+        Ok(())
+    }
+
     /// Checks invariants that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
@@ -89,12 +131,7 @@ impl Config {
                 ));
             }
         }
-        if let Err(e) = self.elasticsearch.url.parse::<elasticsearch::http::Url>() {
-            return invalid(format!(
-                "elasticsearch.url {:?} is not a URL: {e}",
-                self.elasticsearch.url
-            ));
-        }
+        self.validate_elasticsearch_urls()?;
         if self.elasticsearch.max_item_attempts == 0 {
             return invalid("elasticsearch.max_item_attempts must be at least 1".into());
         }
@@ -223,7 +260,11 @@ impl Config {
                     .into(),
             ));
         }
-        if let Ok(url) = es.url.parse::<elasticsearch::http::Url>() {
+        for url in es
+            .url
+            .iter()
+            .filter_map(|u| u.parse::<elasticsearch::http::Url>().ok())
+        {
             if url.password().is_some() || !url.username().is_empty() {
                 return Err(ConfigError::Invalid(
                     "elasticsearch.url must not hold credentials; use elasticsearch.username and password".into(),
@@ -232,7 +273,7 @@ impl Config {
             if es.ca_file.is_some() && url.scheme() != "https" {
                 return Err(ConfigError::Invalid(format!(
                     "elasticsearch.ca_file needs an https:// elasticsearch.url (got {:?})",
-                    es.url
+                    es.urls()
                 )));
             }
         }

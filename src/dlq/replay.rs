@@ -68,11 +68,11 @@ pub async fn run(config: &Config, args: &ReplayArgs) -> Result<(), DlqError> {
         Target::Index(IndexTarget::start(config, &topic, settings, args.dry_run).await?)
     };
     let letters = if from_index {
-        let client = crate::sink::client::build(&config.elasticsearch)?;
-        super::source::ping(&client, &config.elasticsearch.url).await?;
+        let client = crate::sink::client::connect(&config.elasticsearch).await?;
+        super::source::ping(&client, &config.elasticsearch.urls()).await?;
         LetterIndex::open(
             client,
-            &config.elasticsearch.url,
+            &config.elasticsearch.urls(),
             &config.dead_letter.index,
             &topic,
         )
@@ -287,8 +287,10 @@ impl IndexTarget {
         if dry_run {
             return Ok(target);
         }
-        let url = &config.elasticsearch.url;
-        let es = crate::sink::client::build(&config.elasticsearch)?;
+        let url = &config.elasticsearch.urls();
+        let nodes = crate::sink::client::pool(&config.elasticsearch, &Default::default())?;
+        nodes.probe_all().await;
+        let es = crate::sink::client::over(&config.elasticsearch, &nodes)?;
         super::source::ping(&es, url).await?;
         // As a partition task does before its first document.
         let templates = Templates::new(
@@ -308,7 +310,7 @@ impl IndexTarget {
         let (dead_letters, refusals) =
             DeadLetters::reporting(config.retry.clone(), metrics.clone());
         let (sink, task) = Sink::start(SinkParts {
-            client: es,
+            nodes,
             elasticsearch: config.elasticsearch.clone(),
             batch: config.batch.clone(),
             retry: config.retry.clone(),
@@ -624,7 +626,7 @@ impl Replay<'_> {
                     if let Some(failing) = self.target.failing_for() {
                         if failing > STALL {
                             return Err(DlqError::EsUnreachable {
-                                url: self.config.elasticsearch.url.clone(),
+                                url: self.config.elasticsearch.urls(),
                                 reason: format!("every request failed for {failing:?}"),
                             });
                         }

@@ -5,8 +5,10 @@
 //! One consumer that never subscribes (so it never joins the group) asks the
 //! brokers for the group's members and their assignments, the group's
 //! committed offsets and the partitions' watermarks; etcd gives the
-//! registry. Nothing here touches a running instance: the view works even
-//! when instances are down or unreachable.
+//! registry; each Elasticsearch node is sent `GET /` (this tool's own view
+//! of the nodes; each instance's view is in its `/status`). Nothing here
+//! touches a running instance: the view works even when instances are down
+//! or unreachable.
 //!
 //! Only Kafka's and etcd's answers are needed, so failures are split in two:
 //! an unreachable etcd or Kafka is an error ([`FleetError`]); a piece that
@@ -135,6 +137,8 @@ pub struct FleetStatus {
     pub registered_topics: BTreeMap<String, String>,
     /// Registered topics that certainly have no owner.
     pub unowned_topics: Vec<UnownedTopic>,
+    /// The Elasticsearch nodes as this tool reached them (`GET /`).
+    pub elasticsearch_nodes: Vec<crate::sink::nodes::NodeReport>,
     /// What could not be fetched or trusted, in plain words.
     pub warnings: Vec<String>,
 }
@@ -179,11 +183,18 @@ impl FleetStatus {
         let (registered, mut warnings) = read_registry(config).await?;
         let kafka = config.kafka.clone();
         let topics: BTreeSet<String> = registered.keys().cloned().collect();
-        let view = tokio::task::spawn_blocking(move || KafkaView::fetch(&kafka, &topics))
-            .await
-            .map_err(|e| FleetError::Task(e.to_string()))??;
+        let kafka = tokio::task::spawn_blocking(move || KafkaView::fetch(&kafka, &topics));
+        let (view, nodes) = tokio::join!(kafka, probe_nodes(&config.elasticsearch));
+        let view = view.map_err(|e| FleetError::Task(e.to_string()))??;
         warnings.extend(view.warnings.iter().cloned());
-        Ok(Self::assemble(config, registered, view, warnings))
+        let mut status = Self::assemble(config, registered, view, warnings);
+        match nodes {
+            Ok(nodes) => status.elasticsearch_nodes = nodes,
+            Err(e) => status
+                .warnings
+                .push(format!("cannot reach the Elasticsearch nodes: {e}")),
+        }
+        Ok(status)
     }
 
     fn assemble(
@@ -251,9 +262,20 @@ impl FleetStatus {
             partitions,
             registered_topics: registered,
             unowned_topics,
+            elasticsearch_nodes: Vec::new(),
             warnings,
         }
     }
+}
+
+/// Sends `GET /` to every Elasticsearch node; up: it answered (any status
+/// but 502/503/504).
+async fn probe_nodes(
+    config: &crate::config::ElasticsearchConfig,
+) -> Result<Vec<crate::sink::nodes::NodeReport>, crate::sink::client::ClientError> {
+    let pool = crate::sink::client::pool(config, &Default::default())?;
+    pool.probe_all().await;
+    Ok(pool.report())
 }
 
 #[cfg(test)]
@@ -352,6 +374,29 @@ mod tests {
         assert_eq!(
             unowned,
             vec![("ghost", "not in Kafka"), ("idle", "no partition assigned")]
+        );
+    }
+
+    #[test]
+    fn elasticsearch_nodes_are_listed_with_their_state() {
+        let mut s = sample();
+        let node = |node: &str, up| crate::sink::nodes::NodeReport {
+            node: node.into(),
+            up,
+            failures: u32::from(!up),
+            down_for_seconds: None,
+            probe_in_seconds: None,
+        };
+        s.elasticsearch_nodes = vec![
+            node("https://es1:9200", true),
+            node("https://es-two:9200", false),
+        ];
+        let text = s.to_table();
+        assert!(
+            text.contains(
+                "\nELASTICSEARCH NODE   STATE\nhttps://es1:9200     up\nhttps://es-two:9200  down\n\n"
+            ),
+            "{text}"
         );
     }
 

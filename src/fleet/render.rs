@@ -75,6 +75,15 @@ impl FleetStatus {
             n => writeln!(out, " (lag unknown for {n})"),
         };
         out.push('\n');
+        if !self.elasticsearch_nodes.is_empty() {
+            let rows: Vec<Vec<String>> = self
+                .elasticsearch_nodes
+                .iter()
+                .map(|n| vec![n.node.clone(), if n.up { "up" } else { "down" }.to_string()])
+                .collect();
+            table(&mut out, &["ELASTICSEARCH NODE", "STATE"], &rows);
+            out.push('\n');
+        }
         if self.unowned_topics.is_empty() {
             out.push_str("REGISTERED TOPICS WITH NO OWNER: none\n");
         } else {

@@ -256,11 +256,12 @@ pub struct Reader {
 pub const PAGE_SIZE: usize = 1000;
 
 impl Reader {
-    /// A reader of `target` through the configured cluster.
-    pub fn new(config: &Config, target: Target) -> Result<Self, ReadbackError> {
+    /// A reader of `target` through the configured cluster (the nodes
+    /// that answer `GET /`).
+    pub async fn new(config: &Config, target: Target) -> Result<Self, ReadbackError> {
         Ok(Self {
-            client: crate::sink::client::build(&config.elasticsearch)?,
-            url: config.elasticsearch.url.clone(),
+            client: crate::sink::client::connect(&config.elasticsearch).await?,
+            url: config.elasticsearch.urls(),
             target,
         })
     }

@@ -56,7 +56,7 @@ pub async fn run(config: &Config, args: &SearchArgs) -> Result<(), ReadbackError
         until: args.until.map(|b| Bound::Expr(b.to_es())),
         source: printer.source_filter(),
     };
-    let reader = Reader::new(config, target)?;
+    let reader = Reader::new(config, target).await?;
     let mut remaining = usize::try_from(args.limit).unwrap_or(usize::MAX);
     let mut after = None;
     let mut printed = 0usize;

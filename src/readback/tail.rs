@@ -261,7 +261,7 @@ pub async fn run(config: &Config, args: &TailArgs) -> Result<(), ReadbackError> 
         source: printer.source_filter(),
     };
     let mut tail = Tail {
-        reader: Reader::new(config, target)?,
+        reader: Reader::new(config, target).await?,
         spec,
         printer,
         follow: Follow::new(*args.window),

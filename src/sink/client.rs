@@ -1,14 +1,24 @@
-//! Building the Elasticsearch client from `[elasticsearch]`: URL, timeout,
-//! TLS trust (`ca_file`) and one authentication method (basic, API key or
-//! bearer token).
+//! Building the Elasticsearch clients from `[elasticsearch]`: node URLs,
+//! timeout, TLS trust (`ca_file`) and one authentication method (basic, API
+//! key or bearer token).
+//!
+//! Every node gets a client of its own (the sink sends each `_bulk` request
+//! to the node [`NodePool::pick`] chooses and reports its outcome); [`build`]
+//! and [`connect`] give one client over the whole pool for everything else.
 
 use elasticsearch::auth::Credentials;
 use elasticsearch::cert::{Certificate, CertificateValidation};
-use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use elasticsearch::http::transport::{
+    ConnectionPool, SingleNodeConnectionPool, Transport, TransportBuilder,
+};
 use elasticsearch::http::Url;
 use elasticsearch::Elasticsearch;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 
+use super::nodes::{node_label, NodePool, NodeSpec};
 use crate::config::ElasticsearchConfig;
+use crate::metrics::NodeLabel;
 
 /// Errors building the client.
 #[derive(Debug, thiserror::Error)]
@@ -34,13 +44,77 @@ pub enum ClientError {
     Build(#[from] elasticsearch::http::transport::BuildError),
 }
 
-/// A client for the configured cluster, with its credentials and timeout.
+/// The pool of the configured nodes, each with its client; `up` gives each
+/// node's `logingest_es_node_up` series.
+pub fn pool(
+    config: &ElasticsearchConfig,
+    up: &Family<NodeLabel, Gauge>,
+) -> Result<NodePool, ClientError> {
+    let mut nodes = Vec::with_capacity(config.url.len());
+    for text in &config.url {
+        let url = Url::parse(text).map_err(|e| ClientError::Url {
+            url: text.clone(),
+            reason: e.to_string(),
+        })?;
+        let client = Elasticsearch::new(transport(
+            config,
+            SingleNodeConnectionPool::new(url.clone()),
+        )?);
+        let gauge = up
+            .get_or_create(&NodeLabel {
+                node: node_label(&url),
+            })
+            .clone();
+        nodes.push(NodeSpec {
+            url,
+            client,
+            up: gauge,
+        });
+    }
+    if nodes.is_empty() {
+        return Err(ClientError::Url {
+            url: String::new(),
+            reason: "no node configured".into(),
+        });
+    }
+    Ok(NodePool::new(
+        nodes,
+        config.node_initial_backoff,
+        config.node_max_backoff,
+    ))
+}
+
+/// One client over `pool`: each request goes to the pool's next healthy
+/// node.
+pub fn over(config: &ElasticsearchConfig, pool: &NodePool) -> Result<Elasticsearch, ClientError> {
+    Ok(Elasticsearch::new(transport(config, pool.connections())?))
+}
+
+/// A client for the configured cluster, with its credentials and timeout,
+/// round robin over the configured nodes (all taken as up).
 pub fn build(config: &ElasticsearchConfig) -> Result<Elasticsearch, ClientError> {
-    let url = Url::parse(&config.url).map_err(|e| ClientError::Url {
-        url: config.url.clone(),
-        reason: e.to_string(),
-    })?;
-    let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url))
+    over(config, &pool(config, &Family::default())?)
+}
+
+/// Like [`build`], for the command-line tools: first sends `GET /` to every
+/// node, so that requests go only to the nodes that answered (to all of
+/// them when none did, and the tool reports the error of its first
+/// request).
+pub async fn connect(config: &ElasticsearchConfig) -> Result<Elasticsearch, ClientError> {
+    let pool = pool(config, &Family::default())?;
+    if config.url.len() > 1 {
+        pool.probe_all().await;
+    }
+    over(config, &pool)
+}
+
+/// The transport over `connections`, with the TLS trust, credentials and
+/// timeout of the configuration.
+fn transport(
+    config: &ElasticsearchConfig,
+    connections: impl ConnectionPool + Clone + 'static,
+) -> Result<Transport, ClientError> {
+    let mut builder = TransportBuilder::new(connections)
         .timeout(config.request_timeout)
         .enable_meta_header(false);
     if let Some(path) = &config.ca_file {
@@ -60,7 +134,7 @@ pub fn build(config: &ElasticsearchConfig) -> Result<Elasticsearch, ClientError>
     if let Some(credentials) = credentials(config) {
         builder = builder.auth(credentials);
     }
-    Ok(Elasticsearch::new(builder.build()?))
+    Ok(builder.build()?)
 }
 
 /// The configured authentication method (validation allows at most one).

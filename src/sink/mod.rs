@@ -13,7 +13,8 @@
 //! 8. [`dead_letter`]: where documents rejected for good go.
 //!
 //! Plus [`template`] (index templates installed before a topic's first
-//! document) and [`client`] (the Elasticsearch client from the config).
+//! document), [`client`] (the Elasticsearch clients from the config) and
+//! [`nodes`] (the nodes requests are spread over, and their health).
 //!
 //! A partition task only ever calls [`Sink::submit`] and awaits the chunk's
 //! answer; everything after that is the sink's.
@@ -25,6 +26,7 @@ pub mod concurrency;
 pub mod dead_letter;
 pub mod driver;
 pub mod encoder;
+pub mod nodes;
 pub mod reply;
 pub mod request;
 pub mod retry;
@@ -33,7 +35,6 @@ pub mod template;
 
 use std::sync::Arc;
 
-use elasticsearch::Elasticsearch;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -45,6 +46,7 @@ use chunk::Chunk;
 use concurrency::Limiter;
 use dead_letter::DeadLetters;
 use driver::DriverContext;
+use nodes::NodePool;
 use retry::RetryPolicy;
 use service::{BulkService, SinkHealth};
 
@@ -67,8 +69,8 @@ pub struct Sink {
 
 /// What the sink is built from.
 pub struct SinkParts {
-    /// The cluster.
-    pub client: Elasticsearch,
+    /// The cluster's nodes.
+    pub nodes: NodePool,
     /// `[elasticsearch]`.
     pub elasticsearch: ElasticsearchConfig,
     /// `[batch]`.
@@ -95,7 +97,7 @@ impl Sink {
             parts.metrics.bulk_concurrency_limit.clone(),
         );
         let service = BulkService::new(
-            parts.client,
+            parts.nodes,
             parts.elasticsearch.compression,
             limiter,
             parts.metrics.clone(),

@@ -1,8 +1,9 @@
 //! The `_bulk` call: one request body out, one typed [`Attempt`] back.
 //!
-//! It owns what every request shares: the HTTP client (with its TLS and
-//! credentials), the concurrency [`Limiter`], optional gzip compression,
-//! the request metrics and the sink's health for `/readyz`. The body is
+//! It owns what every request shares: the [`NodePool`] (each request goes
+//! to its next healthy node, and tells it how the node answered), the
+//! concurrency [`Limiter`], optional gzip compression, the request metrics
+//! and the sink's health for `/readyz`. The body is
 //! handed to the transport as `Bytes`, so it is never copied again.
 
 use std::collections::BTreeMap;
@@ -14,10 +15,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
 use elasticsearch::http::Method;
-use elasticsearch::Elasticsearch;
 use tracing::error;
 
 use super::concurrency::{Limiter, Permit, Signal};
+use super::nodes::{outcome_of_error, NodeOutcome, NodePool};
 use super::reply::{self, ItemStatus};
 use super::retry::{Attempt, RequestError};
 use crate::config::Compression;
@@ -118,7 +119,7 @@ impl Drop for WaitingLetter {
 /// Sends `_bulk` requests.
 #[derive(Clone)]
 pub struct BulkService {
-    client: Elasticsearch,
+    nodes: NodePool,
     compression: Compression,
     limiter: Limiter,
     metrics: Metrics,
@@ -126,16 +127,16 @@ pub struct BulkService {
 }
 
 impl BulkService {
-    /// A service over `client`.
+    /// A service over `nodes`.
     pub fn new(
-        client: Elasticsearch,
+        nodes: NodePool,
         compression: Compression,
         limiter: Limiter,
         metrics: Metrics,
         health: Arc<SinkHealth>,
     ) -> Self {
         Self {
-            client,
+            nodes,
             compression,
             limiter,
             metrics,
@@ -235,8 +236,9 @@ impl BulkService {
         if let Some(encoding) = encoding {
             headers.insert(CONTENT_ENCODING, HeaderValue::from_static(encoding));
         }
-        let response = self
-            .client
+        let node = self.nodes.pick();
+        let response = node
+            .client()
             .transport()
             .send(
                 Method::Post,
@@ -249,9 +251,14 @@ impl BulkService {
             .await;
         let response = match response {
             Ok(response) => response,
-            Err(e) => return Attempt::Failed(RequestError::Transport(error_chain(&e))),
+            Err(e) => {
+                self.nodes.record(&node, outcome_of_error(&e));
+                return Attempt::Failed(RequestError::Transport(error_chain(&e)));
+            }
         };
         let status = response.status_code();
+        self.nodes
+            .record(&node, NodeOutcome::Answered(status.as_u16()));
         let reply = match response.bytes().await {
             Ok(reply) => reply,
             Err(e) => return Attempt::Failed(RequestError::Unreadable(error_chain(&e))),

@@ -524,10 +524,10 @@ async fn dead_letters(
             Ok((offsets, Some(format!("topic {name}"))))
         }
         DeadLetterDestination::Elasticsearch => {
-            let client = crate::sink::client::build(&config.elasticsearch)?;
+            let client = crate::sink::client::connect(&config.elasticsearch).await?;
             let index = &config.dead_letter.index;
             let Some(mut letters) =
-                LetterIndex::open(client, &config.elasticsearch.url, index, topic).await?
+                LetterIndex::open(client, &config.elasticsearch.urls(), index, topic).await?
             else {
                 return Ok((offsets, None));
             };
@@ -700,7 +700,7 @@ pub async fn check(config: &Config, args: &VerifyArgs) -> anyhow::Result<Report>
             .context("reading Kafka")??
     };
     let (letters, dead_letters) = dead_letters(config, &topic).await?;
-    let reader = Reader::new(config, target)?;
+    let reader = Reader::new(config, target).await?;
     let mut progress = Progress {
         topic: topic.clone(),
         last: Instant::now(),
