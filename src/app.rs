@@ -124,6 +124,7 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
         group_id: config.kafka.group_id.clone(),
         sink: sink.health(),
         unready_after: config.http.unready_after,
+        unready_on_stuck: config.http.unready_on_stuck,
         heartbeats: vec![
             consumer.context().heartbeat.clone(),
             reconciler_heartbeat.clone(),

@@ -1,7 +1,7 @@
 //! Kafka, the source stage: the group consumer and its rebalance events
 //! ([`consumer`]), the fence of each assignment ([`assignment`]), the pure
 //! offset tracker ([`offsets`]) and the per-partition tasks around it
-//! ([`partition`]), the thread for librdkafka calls that wait
+//! ([`partition`]) with their stuck detection ([`stuck`]), the thread for librdkafka calls that wait
 //! ([`control`]), the read-only clients of the commands ([`client`]), the [`status`] board of what this instance owns, and the
 //! connection properties of `[kafka.tls]`/`[kafka.sasl]` ([`security`]).
 
@@ -13,6 +13,7 @@ pub mod offsets;
 pub mod partition;
 pub mod security;
 pub mod status;
+pub mod stuck;
 
 pub use assignment::Assignment;
 pub use consumer::{GroupConsumer, KafkaEvent, LogConsumer, PartitionQueue, Prefetch};
