@@ -128,20 +128,28 @@ async fn a_partition_waiting_for_memory_shows_its_lag() {
     // Partition 0 only, from now on.
     let producer = stack.produce_steadily(&topic, 1, 10, stop.clone());
     let lag = lag_series(&topic, 0);
+    // Polled with a deadline; the samples (age, lag, paused partitions)
+    // are the test's figures.
     let waiting = Instant::now();
-    wait_until(
-        "partition 0's lag at 5 s while it waits for memory",
-        GROUP_DEADLINE,
-        || async { daemon.metric(&lag).await.is_some_and(|l| l >= 5.0) },
-    )
-    .await;
-    let scrape = daemon.scrape().await;
-    eprintln!(
-        "partition 0 lag {:?} s after {:.1} s; paused partitions {:?}; buffered {:?} bytes",
-        scrape.get(&lag),
-        waiting.elapsed().as_secs_f64(),
-        scrape.get("logingest_partitions_paused"),
-        scrape.get("logingest_buffered_bytes"),
+    let mut samples = Vec::new();
+    loop {
+        let scrape = daemon.scrape().await;
+        let sample = (
+            waiting.elapsed().as_secs(),
+            scrape.get(&lag),
+            scrape.get("logingest_partitions_paused"),
+        );
+        samples.push(sample);
+        if sample.1.is_some_and(|l| l >= 5.0) || waiting.elapsed() > GROUP_DEADLINE {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let tail = &samples[samples.len().saturating_sub(5)..];
+    eprintln!("(s, partition 0 lag, paused partitions): {tail:?}");
+    assert!(
+        samples.last().and_then(|s| s.1).is_some_and(|l| l >= 5.0),
+        "partition 0's lag never reached 5 s while it waited for memory: {tail:?}"
     );
 
     proxy.set(Fault::None);
@@ -178,7 +186,7 @@ async fn a_partition_refused_forever_is_reported_stuck_while_the_other_flows() {
     proxy.set(Fault::BulkItems503ForIdPrefix(format!("{topic}-1-")));
     let options = Options {
         es_url: Some(proxy.url()),
-        kafka: "stuck_after = \"4s\"".into(),
+        kafka: "stuck_after = \"6s\"".into(),
         http: "unready_on_stuck = true".into(),
         ..Options::default()
     };
@@ -186,8 +194,22 @@ async fn a_partition_refused_forever_is_reported_stuck_while_the_other_flows() {
     stack.put(&format!("{PREFIX}{topic}"), "");
     let stop = Arc::new(AtomicBool::new(false));
     let producer = stack.produce_steadily(&topic, 2, 10, stop.clone());
+    // Partition 1's warnings (partition 0 may legitimately be reported too
+    // if the first request to a fresh Elasticsearch takes longer than
+    // stuck_after on a loaded machine; it then recovers).
+    let warnings = |log: &str| {
+        log.lines()
+            .filter(|l| {
+                l.contains("partition stuck") && l.contains(&topic) && l.contains("partition=1 ")
+            })
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
     let stuck = format!("logingest_partitions_stuck{{topic=\"{topic}\"}}");
-    daemon.wait_metric(&stuck, 1.0, GROUP_DEADLINE).await;
+    wait_until("partition 1 reported stuck", GROUP_DEADLINE, || async {
+        !warnings(&daemon.log()).is_empty()
+    })
+    .await;
 
     // The other partition keeps flowing: its committed offset moves on.
     let committed = |p: i32| stack.committed(&options.group, &topic, 2)[&p];
@@ -207,10 +229,13 @@ async fn a_partition_refused_forever_is_reported_stuck_while_the_other_flows() {
         daemon
             .metric(&lag_series(&topic, 1))
             .await
-            .is_some_and(|l| l >= 4.0),
+            .is_some_and(|l| l >= 6.0),
         "partition 1's lag is below stuck_after"
     );
-    assert_eq!(daemon.metric(&stuck).await, Some(1.0), "only partition 1");
+    // Only partition 1 (partition 0, flowing, is not).
+    daemon
+        .wait_metric(&stuck, 1.0, Duration::from_secs(30))
+        .await;
     let http = reqwest::Client::new();
     let ready = http
         .get(format!("{}/readyz", daemon.http))
@@ -220,19 +245,9 @@ async fn a_partition_refused_forever_is_reported_stuck_while_the_other_flows() {
     assert_eq!(ready.status(), 503);
     let body = ready.text().await.unwrap_or_default();
     assert!(body.contains(&format!("{topic}/1")), "readyz: {body}");
-    let warnings = |log: &str| {
-        log.lines()
-            .filter(|l| l.contains("partition stuck") && l.contains(&topic))
-            .map(String::from)
-            .collect::<Vec<_>>()
-    };
     let logged = warnings(&daemon.log());
     assert_eq!(logged.len(), 1, "one warning per episode: {logged:#?}");
-    assert!(
-        logged[0].contains("WARN") && logged[0].contains("partition=1"),
-        "{}",
-        logged[0]
-    );
+    assert!(logged[0].contains("WARN"), "{}", logged[0]);
 
     proxy.set(Fault::None);
     daemon.wait_metric(&stuck, 0.0, GROUP_DEADLINE).await;
