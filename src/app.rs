@@ -135,6 +135,7 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
         sink: sink.health(),
         nodes,
         unready_after: config.http.unready_after,
+        unready_on_stuck: config.http.unready_on_stuck,
         heartbeats: vec![
             consumer.context().heartbeat.clone(),
             reconciler_heartbeat.clone(),

@@ -8,7 +8,8 @@
 //!   `_bulk` request has failed for `http.unready_after` (the sink cannot
 //!   deliver: wrong credentials, cluster gone), or while a dead letter has
 //!   waited that long for its destination (its partition cannot move
-//!   past it); 200 otherwise.
+//!   past it); with `http.unready_on_stuck`, 503 while a partition is stuck
+//!   (`kafka.stuck_after`); 200 otherwise.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +51,8 @@ pub struct HttpState {
     pub nodes: NodePool,
     /// Not ready after every `_bulk` request failed for this long.
     pub unready_after: Duration,
+    /// Not ready while a partition is stuck.
+    pub unready_on_stuck: bool,
     /// The loops that must keep turning.
     pub heartbeats: Vec<Arc<Heartbeat>>,
     /// Unhealthy when one of them has not beaten for this long.
@@ -138,6 +141,20 @@ async fn readyz(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
             );
         }
     }
+    if state.unready_on_stuck {
+        let stuck = state.board.stuck();
+        if !stuck.is_empty() {
+            let names: Vec<String> = stuck.iter().map(ToString::to_string).collect();
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "not ready: {} partitions stuck (kafka.stuck_after): {}\n",
+                    stuck.len(),
+                    names.join(", ")
+                ),
+            );
+        }
+    }
     match state.registry.borrow().as_ref() {
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -215,6 +232,7 @@ mod tests {
             )
             .unwrap(),
             unready_after: Duration::from_secs(60),
+            unready_on_stuck: false,
             heartbeats,
             stall_after: Duration::from_secs(30),
         })
@@ -261,6 +279,44 @@ mod tests {
         assert_eq!(shared.sink.letters_waiting_for(), None);
         let response = readyz(State(shared)).await.into_response();
         assert!(body(response).await.contains("registry has not been read"));
+    }
+
+    #[tokio::test]
+    async fn a_stuck_partition_makes_it_unready_only_when_asked() {
+        let body = |r: axum::response::Response| async move {
+            let bytes = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
+            String::from_utf8_lossy(&bytes).to_string()
+        };
+        let stuck_state = |unready_on_stuck: bool| {
+            let base = state(vec![]);
+            let (_, receiver) = watch::channel(None);
+            let mut registry = Registry::default();
+            let board = Arc::new(StatusBoard::new(Metrics::new(&mut registry, "t")));
+            board
+                .assign(&crate::topic::TopicPartition::new("nginx", 3))
+                .set_stuck(true);
+            Arc::new(HttpState {
+                metrics: registry,
+                registry: receiver,
+                board,
+                instance: base.instance.clone(),
+                group_id: base.group_id.clone(),
+                sink: Arc::new(SinkHealth::default()),
+                unready_after: base.unready_after,
+                unready_on_stuck,
+                heartbeats: vec![],
+                stall_after: base.stall_after,
+            })
+        };
+        let unready = readyz(State(stuck_state(true))).await.into_response();
+        assert_eq!(unready.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body(unready).await,
+            "not ready: 1 partitions stuck (kafka.stuck_after): nginx/3\n"
+        );
+        // Without the setting, the usual reason (registry not read) shows.
+        let other = readyz(State(stuck_state(false))).await.into_response();
+        assert!(body(other).await.contains("registry has not been read"));
     }
 
     #[tokio::test]

@@ -177,6 +177,11 @@ pub struct InstanceLabel {
     pub version: &'static str,
 }
 
+/// Buckets of `document_latency_seconds`: 5 ms to about 22 minutes.
+fn document_latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 18))
+}
+
 /// Every metric logingest exports. Cheap to clone (shared handles).
 #[derive(Clone)]
 pub struct Metrics {
@@ -225,9 +230,10 @@ pub struct Metrics {
     /// rotation (failed connections or 502/503/504), per node.
     pub es_node_up: Family<NodeLabel, Gauge>,
     /// From a record's Kafka timestamp to its acknowledgement by
-    /// Elasticsearch (observed per acknowledged chunk, for its oldest
-    /// record).
-    pub end_to_end_latency: Histogram,
+    /// Elasticsearch, per topic: one observation per acknowledged chunk,
+    /// for its oldest record (the chunk's worst; per-record observations
+    /// would cost more than the rest of the acknowledgement).
+    pub document_latency: Family<TopicLabel, Histogram, fn() -> Histogram>,
     /// Bytes held for documents read and not yet acknowledged (open
     /// chunks, requests in flight, dead letters); never above
     /// `memory_budget_bytes`.
@@ -236,10 +242,13 @@ pub struct Metrics {
     pub memory_budget_bytes: Gauge,
     /// Messages not yet acknowledged, per assigned partition.
     pub partition_lag: Family<PartitionLabel, Gauge>,
-    /// Age in seconds of the oldest record read and not yet acknowledged;
-    /// while nothing is pending but messages are waiting in Kafka, the age
-    /// of the last acknowledged record; 0 when caught up.
+    /// Now minus the time of the first record not yet acknowledged (its
+    /// Kafka timestamp, or when it was read if it has none), per partition
+    /// with a running task; 0 when the task holds nothing unacknowledged.
     pub partition_lag_seconds: Family<PartitionLabel, Gauge<f64, AtomicU64>>,
+    /// Partitions whose acknowledged offset has not moved for
+    /// `kafka.stuck_after` while records after it wait, per topic.
+    pub partitions_stuck: Family<TopicLabel, Gauge>,
     /// Partitions whose fetching is paused because the sink cannot keep up
     /// or the memory budget is spent.
     pub partitions_paused: Gauge,
@@ -307,11 +316,12 @@ impl Metrics {
             bulk_documents: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
             bulk_concurrency_limit: Gauge::default(),
             es_node_up: Family::default(),
-            end_to_end_latency: Histogram::new(exponential_buckets(0.005, 2.0, 18)),
+            document_latency: Family::new_with_constructor(document_latency_histogram),
             buffered_bytes: Gauge::default(),
             memory_budget_bytes: Gauge::default(),
             partition_lag: Family::default(),
             partition_lag_seconds: Family::default(),
+            partitions_stuck: Family::default(),
             partitions_paused: Gauge::default(),
             partition_tasks: Gauge::default(),
             registry_topics: Gauge::default(),
@@ -363,13 +373,14 @@ impl Metrics {
             "bulk_documents" => bulk_documents, "Documents per bulk request";
             "bulk_concurrency_limit" => bulk_concurrency_limit, "Adaptive limit of bulk requests in flight";
             "es_node_up" => es_node_up, "1 while an Elasticsearch node takes requests, 0 while it is out of rotation";
-            "end_to_end_latency_seconds" => end_to_end_latency, "From a record's Kafka timestamp to its acknowledgement by Elasticsearch";
+            "document_latency_seconds" => document_latency, "From a record's Kafka timestamp to its acknowledgement by Elasticsearch (per chunk, its oldest record)";
             "buffered_bytes" => buffered_bytes, "Bytes held for documents read from Kafka and not yet acknowledged";
             "memory_budget_bytes" => memory_budget_bytes, "The process-wide budget of buffered bytes";
             "partition_tasks" => partition_tasks, "Partition tasks running";
             "partitions_paused" => partitions_paused, "Partitions paused because the sink cannot keep up";
             "partition_lag" => partition_lag, "Messages not yet acknowledged (high watermark minus acknowledged offset)";
-            "partition_lag_seconds" => partition_lag_seconds, "Age of the oldest record read and not yet acknowledged";
+            "partition_lag_seconds" => partition_lag_seconds, "Now minus the timestamp of the first record not yet acknowledged";
+            "partitions_stuck" => partitions_stuck, "Partitions whose acknowledged offset has not moved for kafka.stuck_after while records wait";
             "partition_task_starts" => partition_task_starts, "Partition tasks started";
             "partition_task_restarts" => partition_task_restarts, "Partition tasks restarted after a panic or an unexpected end";
             "registry_topics" => registry_topics, "Topics in the registry";
@@ -415,6 +426,8 @@ impl Metrics {
             drop(family.get_or_create(&label));
         }
         drop(self.topic_throttled_seconds.get_or_create(&label));
+        // And the stuck gauge at 0, so that rules see 0 rather than nothing.
+        drop(self.partitions_stuck.get_or_create(&label));
     }
 
     /// Removes every series of `topic` (a topic removed from the registry
@@ -431,6 +444,7 @@ impl Metrics {
             &self.documents_dead_lettered,
             &self.dead_letters_refused,
             &self.documents_retried,
+            &self.documents_retry_expired,
             &self.documents_dropped,
             &self.transform_failures,
             &self.partition_task_starts,
@@ -439,6 +453,19 @@ impl Metrics {
             family.remove(&label);
         }
         self.topic_throttled_seconds.remove(&label);
+        self.document_latency.remove(&label);
+        self.partitions_stuck.remove(&label);
+        for reason in [
+            DeadLetterWait::Unreachable,
+            DeadLetterWait::Unauthorized,
+            DeadLetterWait::UnknownDestination,
+        ] {
+            self.dead_letter_delivery_failures
+                .remove(&DeadLetterWaitLabel {
+                    topic: topic.to_string(),
+                    reason,
+                });
+        }
         self.registry_topic_info.remove(&label);
         self.topic_partitions_owned.remove(&label);
         for partition in partitions {

@@ -611,6 +611,7 @@ impl Reconciler {
                 budget: self.parts.budget.clone(),
                 batch: self.parts.batch.clone(),
                 drain_timeout: self.parts.kafka.drain_timeout,
+                stuck_after: self.parts.kafka.stuck_after,
                 resume_from: slot.resume_from.take(),
                 status: slot.status.clone(),
                 templates: self.parts.templates.clone(),

@@ -2,7 +2,8 @@
 //! check and unit tests and follow the conventions (job selector, severity,
 //! every rule unit-tested); a real Prometheus scraping running instances
 //! loads and evaluates them (a recording rule has a value for the topic, and
-//! "sink failing" and "registered topic not owned" really fire); the Grafana
+//! "sink failing", "registered topic not owned", "partition stuck" and "lag
+//! high" really fire); the Grafana
 //! dashboard (`deploy/grafana/logingest.json`) is well formed; and every
 //! metric, recorded series and label that the rules and the dashboard name
 //! exists in a running logingest's `/metrics` (or in the rules file).
@@ -1132,9 +1133,28 @@ async fn prometheus_scrapes_logingest_and_evaluates_the_rules() {
         &stack,
         &Options {
             es_url: Some(proxy.url()),
+            // Its partitions never move: stuck within seconds.
+            kafka: "stuck_after = \"3s\"".into(),
             ..Options::default()
         },
     );
+    // Two records an hour old first: the broken instance never gets them
+    // acknowledged, so its lag is an hour (above LogingestLagHigh's 300 s);
+    // the healthy one indexes them at once.
+    let producer = common::steady_producer(&stack.brokers);
+    let hour_ago = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    for p in 0..2 {
+        let value = format!("{topic} an hour old {p}");
+        let record = rdkafka::producer::FutureRecord::<(), _>::to(&topic)
+            .payload(&value)
+            .partition(p)
+            .timestamp(hour_ago);
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|(e, _)| panic!("produce to {topic}: {e}"));
+    }
+    drop(producer);
     stack.put(&format!("{PREFIX}{topic}"), "");
     // Never created: tansu does not create a topic a consumer subscribes to.
     stack.put(&format!("{PREFIX}{ghost}"), "");
@@ -1260,6 +1280,51 @@ async fn prometheus_scrapes_logingest_and_evaluates_the_rules() {
         },
     )
     .await;
+    wait_until(
+        "LogingestPartitionStuck fires for the broken instance",
+        Duration::from_secs(60),
+        || async {
+            prometheus
+                .firing("LogingestPartitionStuck")
+                .await
+                .iter()
+                .any(|a| {
+                    a["labels"]["instance"] == broken_target.as_str()
+                        && a["labels"]["topic"] == topic.as_str()
+                })
+        },
+    )
+    .await;
+    wait_until(
+        "LogingestLagHigh fires for the topic",
+        Duration::from_secs(60),
+        || async {
+            prometheus
+                .firing("LogingestLagHigh")
+                .await
+                .iter()
+                .any(|a| a["labels"]["topic"] == topic.as_str())
+        },
+    )
+    .await;
+    let stuck = prometheus.firing("LogingestPartitionStuck").await;
+    assert!(
+        stuck
+            .iter()
+            .all(|a| a["labels"]["instance"] == broken_target.as_str()),
+        "partitions stuck on the healthy instance too: {stuck:#?}"
+    );
+    // The healthy instance's lag of the topic is 0: the alert's value is the
+    // broken one's hour.
+    let healthy_lag = prometheus
+        .query(&format!(
+            "max(logingest_partition_lag_seconds{{job=\"{JOB}\", instance=\"{healthy_target}\", topic=\"{topic}\"}})"
+        ))
+        .await;
+    assert!(
+        healthy_lag.first().is_some_and(|s| value_of(s) < 300.0),
+        "healthy instance's lag: {healthy_lag:#?}"
+    );
     let sink = prometheus.firing("LogingestSinkFailing").await;
     assert!(
         sink.iter()

@@ -541,12 +541,15 @@ async fn quiet_partitions_share_requests_and_every_document_reaches_its_offset()
     let within = |le: &str| {
         common::metric_value(
             &scrape,
-            &format!("logingest_end_to_end_latency_seconds_bucket{{le=\"{le}\"}}"),
+            &format!("logingest_document_latency_seconds_bucket{{le=\"{le}\",topic=\"{topic}\"}}"),
         )
         .unwrap_or(0.0)
     };
-    let chunks = common::metric_value(&scrape, "logingest_end_to_end_latency_seconds_count")
-        .expect("latency count");
+    let chunks = common::metric_value(
+        &scrape,
+        &format!("logingest_document_latency_seconds_count{{topic=\"{topic}\"}}"),
+    )
+    .expect("latency count");
     eprintln!(
         "end-to-end latency: {:.0}% of {chunks} chunks within 0.64 s, {:.0}% within 1.28 s",
         100.0 * within("0.64") / chunks,

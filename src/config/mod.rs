@@ -280,6 +280,12 @@ pub struct KafkaConfig {
     /// (StatefulSets). Requires an explicit `instance.id`, unique in the
     /// fleet.
     pub static_membership: bool,
+    /// A partition whose task holds records after its acknowledged offset
+    /// and whose acknowledged offset has not moved for this long is
+    /// reported stuck (`logingest_partitions_stuck`, a warning log, and
+    /// `/readyz` with `http.unready_on_stuck`).
+    #[serde(with = "humantime_serde")]
+    pub stuck_after: Duration,
     /// TLS to the brokers (`security.protocol` SSL, or SASL_SSL with
     /// `[kafka.sasl]`). The section's presence turns TLS on.
     pub tls: Option<KafkaTlsConfig>,
@@ -301,6 +307,7 @@ impl Default for KafkaConfig {
             drain_timeout_setting: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             static_membership: false,
+            stuck_after: Duration::from_secs(120),
             tls: None,
             sasl: None,
             options: BTreeMap::new(),
@@ -319,6 +326,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("commit_interval", &self.commit_interval)
             .field("drain_timeout", &self.drain_timeout)
             .field("static_membership", &self.static_membership)
+            .field("stuck_after", &self.stuck_after)
             .field("tls", &self.tls)
             .field("sasl", &self.sasl)
             .field("options", &redacted_options(&self.options))
@@ -712,6 +720,10 @@ pub struct HttpConfig {
     /// values; then they are removed (topic churn must not grow `/metrics`).
     #[serde(with = "humantime_serde")]
     pub removed_topic_grace: Duration,
+    /// `/readyz` answers 503 while a partition is stuck
+    /// (`kafka.stuck_after`), so that an orchestrator can replace the
+    /// instance.
+    pub unready_on_stuck: bool,
 }
 
 impl Default for HttpConfig {
@@ -720,6 +732,7 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             unready_after: Duration::from_secs(60),
             removed_topic_grace: Duration::from_secs(120),
+            unready_on_stuck: false,
         }
     }
 }

@@ -117,6 +117,9 @@ impl Config {
                 ));
             }
         }
+        if self.kafka.stuck_after.is_zero() {
+            return invalid("kafka.stuck_after must be longer than 0s".into());
+        }
         if let Some(session) = self.kafka.session_timeout()? {
             if self.kafka.drain_timeout >= session {
                 let written = if self.kafka.drain_timeout_setting.is_some() {

@@ -105,6 +105,11 @@ pub struct PartitionRow {
     pub high_watermark: Option<i64>,
     /// Messages the group has still to read (see [`lag`]).
     pub lag: Option<i64>,
+    /// Seconds behind: now minus the Kafka timestamp of the next record
+    /// the group has to read (the one at the committed offset); 0 without
+    /// lag; `None` when unknown (lag unknown, the record not read in time,
+    /// or without a timestamp).
+    pub lag_seconds: Option<f64>,
 }
 
 /// A registered topic that no member owns.
@@ -187,7 +192,8 @@ impl FleetStatus {
         let (view, nodes) = tokio::join!(kafka, probe_nodes(&config.elasticsearch));
         let view = view.map_err(|e| FleetError::Task(e.to_string()))??;
         warnings.extend(view.warnings.iter().cloned());
-        let mut status = Self::assemble(config, registered, view, warnings);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut status = Self::assemble(config, registered, view, warnings, now_ms);
         match nodes {
             Ok(nodes) => status.elasticsearch_nodes = nodes,
             Err(e) => status
@@ -202,6 +208,7 @@ impl FleetStatus {
         registered: BTreeMap<String, String>,
         view: KafkaView,
         mut warnings: Vec<String>,
+        now_ms: i64,
     ) -> Self {
         let owners_known =
             view.group_state.is_some() && view.members.iter().all(|m| m.partitions.is_some());
@@ -214,14 +221,25 @@ impl FleetStatus {
         let partitions: Vec<PartitionRow> = view
             .partitions
             .iter()
-            .map(|(tp, o)| PartitionRow {
-                topic: tp.0.clone(),
-                partition: tp.1,
-                owner: owners.get(tp).cloned(),
-                committed_offset: o.committed,
-                low_watermark: o.low,
-                high_watermark: o.high,
-                lag: lag(o.committed, o.low, o.high, config.kafka.start_from),
+            .map(|(tp, o)| {
+                let lag = lag(o.committed, o.low, o.high, config.kafka.start_from);
+                let lag_seconds = match lag {
+                    Some(0) => Some(0.0),
+                    Some(_) => o
+                        .next_timestamp_ms
+                        .map(|ts| (now_ms - ts).max(0) as f64 / 1000.0),
+                    None => None,
+                };
+                PartitionRow {
+                    topic: tp.0.clone(),
+                    partition: tp.1,
+                    owner: owners.get(tp).cloned(),
+                    committed_offset: o.committed,
+                    low_watermark: o.low,
+                    high_watermark: o.high,
+                    lag,
+                    lag_seconds,
+                }
             })
             .collect();
         let behind = partitions
@@ -323,6 +341,8 @@ mod tests {
         }
     }
 
+    const NOW_MS: i64 = 1_800_000_000_000;
+
     fn sample() -> FleetStatus {
         sample_with(vec![
             member("host-a-12", Some(vec![("nginx".into(), 0)])),
@@ -345,6 +365,7 @@ mod tests {
             committed: c,
             low: Some(0),
             high: Some(h),
+            next_timestamp_ms: None,
         };
         let view = KafkaView {
             group_state: Some("Stable".into()),
@@ -354,11 +375,17 @@ mod tests {
             partitions: BTreeMap::from([
                 (("idle".into(), 0), offsets(None, 3)),
                 (("nginx".into(), 0), offsets(Some(150), 150)),
-                (("nginx".into(), 1), offsets(Some(140), 150)),
+                (
+                    ("nginx".into(), 1),
+                    Offsets {
+                        next_timestamp_ms: Some(NOW_MS - 42_500),
+                        ..offsets(Some(140), 150)
+                    },
+                ),
             ]),
             warnings: vec![],
         };
-        FleetStatus::assemble(&config, registered, view, vec![])
+        FleetStatus::assemble(&config, registered, view, vec![], NOW_MS)
     }
 
     #[test]
@@ -416,6 +443,10 @@ nginx  0          host-a-12  150        150             0
 nginx  1          host-b-7   140        150             10
 3 partitions, total lag 13
 
+TOPIC  MAX-LAG  MAX-LAG-SECONDS
+idle   3        -
+nginx  10       42
+
 REGISTERED TOPICS WITH NO OWNER:
 TOPIC  REASON
 ghost  not in Kafka
@@ -449,12 +480,13 @@ idle   no partition assigned
                     committed: Some(50),
                     low: Some(0),
                     high: Some(1),
+                    next_timestamp_ms: None,
                 },
             )]),
             ..KafkaView::default()
         };
         let registered = BTreeMap::from([("t".to_string(), "t".to_string())]);
-        let s = FleetStatus::assemble(&config, registered, view, vec![]);
+        let s = FleetStatus::assemble(&config, registered, view, vec![], NOW_MS);
         assert_eq!(s.partitions[0].lag, None);
         assert!(s.warnings[0].contains("below the committed offset for 1 partitions"));
         assert_eq!(s.unowned_topics[0].reason, "no partition assigned");

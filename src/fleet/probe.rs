@@ -6,11 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::debug;
 
 use super::{instance_id, parse_assignment, FleetError, Member, TIMEOUT};
-use crate::config::{Config, KafkaConfig};
+use crate::config::{Config, KafkaConfig, StartFrom};
 use crate::kafka::client::{admin_consumer, RecordingContext};
 use crate::registry::admin::RegistryAdmin;
 
@@ -44,6 +45,9 @@ pub(super) struct Offsets {
     pub(super) committed: Option<i64>,
     pub(super) low: Option<i64>,
     pub(super) high: Option<i64>,
+    /// The Kafka timestamp of the next record the group has to read (at
+    /// the committed offset), when it has one and it could be read.
+    pub(super) next_timestamp_ms: Option<i64>,
 }
 
 /// What the brokers said.
@@ -107,6 +111,7 @@ impl KafkaView {
         if tpl.count() > 0 {
             view.fetch_committed(&consumer, tpl);
             view.fetch_watermarks(&consumer);
+            view.fetch_next_timestamps(&consumer, config.start_from);
         }
         Ok(view)
     }
@@ -225,6 +230,74 @@ impl KafkaView {
                     }
                 }
             }
+        }
+    }
+}
+
+impl KafkaView {
+    /// The Kafka timestamp of the next record to read of every partition
+    /// with a lag: the record at the committed offset (or the low
+    /// watermark, for `start_from = earliest` without a commit), read
+    /// through a manual assignment — no group join, nothing committed
+    /// (`enable.auto.commit` is off). One fetch per such partition, bounded
+    /// by [`TIMEOUT`] in all.
+    fn fetch_next_timestamps(
+        &mut self,
+        consumer: &BaseConsumer<RecordingContext>,
+        start_from: StartFrom,
+    ) {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, p), o) in &self.partitions {
+            let from = match (o.committed, start_from) {
+                (Some(c), _) => Some(c),
+                (None, StartFrom::Earliest) => o.low,
+                (None, StartFrom::Latest) => None,
+            };
+            if let (Some(from), Some(high)) = (from, o.high) {
+                if from < high
+                    && tpl
+                        .add_partition_offset(topic, *p, Offset::Offset(from))
+                        .is_err()
+                {
+                    debug!(topic = %topic, partition = p, "cannot add partition to the timestamp read");
+                }
+            }
+        }
+        let wanted = tpl.count();
+        if wanted == 0 {
+            return;
+        }
+        if let Err(e) = consumer.assign(&tpl) {
+            self.warnings.push(format!(
+                "timestamps of the next records not read (assign): {e}"
+            ));
+            return;
+        }
+        let mut seen: BTreeSet<(String, i32)> = BTreeSet::new();
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while seen.len() < wanted && std::time::Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) => {
+                    let key = (message.topic().to_string(), message.partition());
+                    if seen.insert(key.clone()) {
+                        if let Some(entry) = self.partitions.get_mut(&key) {
+                            entry.next_timestamp_ms =
+                                message.timestamp().to_millis().filter(|ms| *ms >= 0);
+                        }
+                    }
+                }
+                Some(Err(e)) => debug!(error = %e, "reading the next records' timestamps"),
+                None => {}
+            }
+        }
+        if let Err(e) = consumer.unassign() {
+            debug!(error = %e, "unassign after reading timestamps");
+        }
+        if seen.len() < wanted {
+            self.warnings.push(format!(
+                "the next record of {} partitions was not read within {TIMEOUT:?}; their lag in seconds is unknown",
+                wanted - seen.len()
+            ));
         }
     }
 }

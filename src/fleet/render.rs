@@ -84,6 +84,14 @@ impl FleetStatus {
             table(&mut out, &["ELASTICSEARCH NODE", "STATE"], &rows);
             out.push('\n');
         }
+        if !self.partitions.is_empty() {
+            table(
+                &mut out,
+                &["TOPIC", "MAX-LAG", "MAX-LAG-SECONDS"],
+                &self.topic_lags(),
+            );
+            out.push('\n');
+        }
         if self.unowned_topics.is_empty() {
             out.push_str("REGISTERED TOPICS WITH NO OWNER: none\n");
         } else {
@@ -96,6 +104,33 @@ impl FleetStatus {
             table(&mut out, &["TOPIC", "REASON"], &rows);
         }
         out
+    }
+}
+
+impl FleetStatus {
+    /// Per topic: the largest lag in messages and in seconds over its
+    /// partitions (`-` when no partition's is known).
+    fn topic_lags(&self) -> Vec<Vec<String>> {
+        let mut topics: std::collections::BTreeMap<&str, (Option<i64>, Option<f64>)> =
+            std::collections::BTreeMap::new();
+        for p in &self.partitions {
+            let entry = topics.entry(p.topic.as_str()).or_default();
+            entry.0 = entry.0.max(p.lag);
+            entry.1 = match (entry.1, p.lag_seconds) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        topics
+            .into_iter()
+            .map(|(topic, (messages, seconds))| {
+                vec![
+                    topic.to_string(),
+                    messages.map_or_else(|| "-".into(), |m| m.to_string()),
+                    seconds.map_or_else(|| "-".into(), |s| format!("{}", s.floor() as i64)),
+                ]
+            })
+            .collect()
     }
 }
 

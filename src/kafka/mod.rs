@@ -1,9 +1,10 @@
 //! Kafka, the source stage: the group consumer and its rebalance events
 //! ([`consumer`]), the fence of each assignment ([`assignment`]), the pure
 //! offset tracker ([`offsets`]) and the per-partition tasks around it
-//! ([`partition`]), the thread for librdkafka calls that wait
-//! ([`control`]), the read-only clients of the commands ([`client`]), the [`status`] board of what this instance owns, the per-topic rate
-//! limits the tasks share ([`throttle`]), and the
+//! ([`partition`]) with their stuck detection ([`stuck`]), the thread for
+//! librdkafka calls that wait ([`control`]), the read-only clients of the
+//! commands ([`client`]), the [`status`] board of what this instance owns,
+//! the per-topic rate limits the tasks share ([`throttle`]), and the
 //! connection properties of `[kafka.tls]`/`[kafka.sasl]` ([`security`]).
 
 pub mod assignment;
@@ -14,6 +15,7 @@ pub mod offsets;
 pub mod partition;
 pub mod security;
 pub mod status;
+pub mod stuck;
 pub mod throttle;
 
 pub use assignment::Assignment;

@@ -18,6 +18,11 @@
 //!
 //! Offsets may have gaps (compacted topics, transaction markers): chunks
 //! are contiguous in *read order*, not in offset arithmetic.
+//!
+//! Each span also keeps the time of its first record (its Kafka timestamp,
+//! or when it was read if it has none): one `i64` per chunk, so the lag in
+//! seconds — the age of the first record not yet acknowledged — costs
+//! nothing per record.
 
 use std::collections::VecDeque;
 
@@ -38,7 +43,17 @@ struct Span {
     id: ChunkId,
     first: i64,
     last: i64,
+    /// The time of the span's first record, in Unix milliseconds.
+    first_time_ms: Option<i64>,
     acked: bool,
+}
+
+/// Offsets read since the last seal.
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    first: i64,
+    last: i64,
+    first_time_ms: Option<i64>,
 }
 
 /// Read, sent, acknowledged and stored offsets of one task.
@@ -47,8 +62,8 @@ pub struct OffsetTracker {
     generation: u64,
     /// Sealed chunks not yet popped, in read order.
     pending: VecDeque<Span>,
-    /// Offsets read since the last seal: `(first, last)`.
-    open: Option<(i64, i64)>,
+    /// Offsets read since the last seal.
+    open: Option<Open>,
     /// The last offset read (to refuse going backwards).
     last_read: Option<i64>,
     /// The first offset this tracker read.
@@ -79,18 +94,32 @@ impl OffsetTracker {
         self.generation
     }
 
-    /// Records a message read. Offsets must increase; a message at or
-    /// before the last one read (a broker or client anomaly) is refused
-    /// with `false` and must not be sent.
+    /// Records a message read, with no time for the lag. Offsets must
+    /// increase; a message at or before the last one read (a broker or
+    /// client anomaly) is refused with `false` and must not be sent.
     pub fn read(&mut self, offset: i64) -> bool {
+        self.read_at(offset, None)
+    }
+
+    /// [`OffsetTracker::read`], with the record's time in Unix
+    /// milliseconds (its Kafka timestamp, or when it was read): kept only
+    /// when it opens a span.
+    pub fn read_at(&mut self, offset: i64, time_ms: Option<i64>) -> bool {
         if offset < 0 || self.last_read.is_some_and(|last| offset <= last) {
             return false;
         }
         self.last_read = Some(offset);
         self.first_read.get_or_insert(offset);
         self.open = Some(match self.open {
-            Some((first, _)) => (first, offset),
-            None => (offset, offset),
+            Some(open) => Open {
+                last: offset,
+                ..open
+            },
+            None => Open {
+                first: offset,
+                last: offset,
+                first_time_ms: time_ms,
+            },
         });
         true
     }
@@ -103,13 +132,14 @@ impl OffsetTracker {
     /// Closes the messages read since the last seal into a chunk about to
     /// be handed to the sink. `None` when nothing was read since.
     pub fn seal(&mut self) -> Option<ChunkId> {
-        let (first, last) = self.open.take()?;
+        let open = self.open.take()?;
         let id = ChunkId::new(self.next_id);
         self.next_id += 1;
         self.pending.push_back(Span {
             id,
-            first,
-            last,
+            first: open.first,
+            last: open.last,
+            first_time_ms: open.first_time_ms,
             acked: false,
         });
         Some(id)
@@ -176,7 +206,19 @@ impl OffsetTracker {
         self.pending
             .front()
             .map(|s| s.first)
-            .or(self.open.map(|(first, _)| first))
+            .or(self.open.map(|o| o.first))
+    }
+
+    /// The time (Unix milliseconds) of the first record read and not
+    /// acknowledged — the record at [`OffsetTracker::resume_point`]: a
+    /// span's head is never acknowledged while it is in `pending`. `None`
+    /// when everything read was acknowledged, or when that record was read
+    /// without a time.
+    pub fn oldest_unacknowledged_ms(&self) -> Option<i64> {
+        match self.pending.front() {
+            Some(span) => span.first_time_ms,
+            None => self.open.and_then(|o| o.first_time_ms),
+        }
     }
 }
 
@@ -234,6 +276,34 @@ mod tests {
     }
 
     #[test]
+    fn oldest_unacknowledged_time_is_that_of_the_resume_point() {
+        let mut t = OffsetTracker::new(1);
+        assert_eq!(t.oldest_unacknowledged_ms(), None);
+        assert!(t.read_at(0, Some(1_000)));
+        assert!(t.read_at(1, Some(1_500)));
+        assert_eq!(t.oldest_unacknowledged_ms(), Some(1_000), "open span");
+        let a = t.seal().unwrap();
+        assert!(t.read_at(2, Some(2_000)));
+        let b = t.seal().unwrap();
+        assert!(t.read_at(3, Some(3_000)));
+        assert_eq!(t.ack(b), None);
+        assert_eq!(
+            t.oldest_unacknowledged_ms(),
+            Some(1_000),
+            "b acknowledged out of order: a still holds the position"
+        );
+        assert!(t.ack(a).is_some());
+        assert_eq!(
+            t.oldest_unacknowledged_ms(),
+            Some(3_000),
+            "only the open read is left"
+        );
+        let c = t.seal().unwrap();
+        t.ack(c);
+        assert_eq!(t.oldest_unacknowledged_ms(), None, "caught up");
+    }
+
+    #[test]
     fn resume_point_includes_unsealed_reads() {
         let mut t = OffsetTracker::new(1);
         assert_eq!(t.resume_point(), None);
@@ -269,7 +339,7 @@ mod tests {
         /// revoke at any point: the stored offset never passes a document
         /// read and not acknowledged, only moves forward, never moves after
         /// the revoke, and the resume point is the first unacknowledged
-        /// offset.
+        /// offset, whose time is the lag's.
         #[test]
         fn stored_offset_never_passes_an_unacknowledged_document(ops in prop::collection::vec(op(), 1..200)) {
             let mut t = OffsetTracker::new(3);
@@ -286,7 +356,7 @@ mod tests {
                     Op::Read { count, gap } => {
                         next_offset += i64::from(gap);
                         for _ in 0..count {
-                            prop_assert!(t.read(next_offset));
+                            prop_assert!(t.read_at(next_offset, Some(next_offset * 10)));
                             read.push(next_offset);
                             unsealed.push(next_offset);
                             next_offset += 1;
@@ -327,6 +397,7 @@ mod tests {
                 prop_assert_eq!(t.stored(), stored);
                 let first_unacked = read.iter().copied().find(|o| !acked.contains(o));
                 prop_assert_eq!(t.resume_point(), first_unacked);
+                prop_assert_eq!(t.oldest_unacknowledged_ms(), first_unacked.map(|o| o * 10));
             }
         }
     }

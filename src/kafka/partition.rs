@@ -32,6 +32,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -45,6 +46,7 @@ use super::consumer::{LogConsumer, PartitionQueue};
 use super::control::Control;
 use super::offsets::OffsetTracker;
 use super::status::{PartitionState, PartitionStatus};
+use super::stuck::{Progress, Transition};
 use super::throttle::{Grant, Throttle};
 use crate::config::BatchConfig;
 use crate::document::{Header, Record, Shaped, Shaper, TRANSFORM_FAILED};
@@ -106,6 +108,9 @@ pub struct PartitionTask {
     pub batch: BatchConfig,
     /// How long draining may take once cancelled.
     pub drain_timeout: Duration,
+    /// Reported stuck when the acknowledged offset has not moved for this
+    /// long while records after it wait.
+    pub stuck_after: Duration,
     /// Seek here before reading (a previous task left unacknowledged reads).
     pub resume_from: Option<i64>,
     /// The partition's entry on the status board.
@@ -129,7 +134,19 @@ type MemoryWait = Pin<Box<dyn Future<Output = Reservation> + Send>>;
 #[derive(Debug, Clone, Copy)]
 struct Sent {
     id: ChunkId,
+    /// The oldest Kafka timestamp of its records, for the latency histogram.
     oldest_timestamp_ms: Option<i64>,
+}
+
+/// The time of a record for the lag: its Kafka timestamp, or `read_at`
+/// (when it was read) if it has none — a record without a timestamp then
+/// counts from the moment logingest took it.
+fn record_time_ms(message: &BorrowedMessage<'_>, read_at: i64) -> i64 {
+    message
+        .timestamp()
+        .to_millis()
+        .filter(|ms| *ms >= 0)
+        .unwrap_or(read_at)
 }
 
 /// Adds to a gauge for as long as it lives.
@@ -186,6 +203,8 @@ struct Counters {
     transform_failures: Counter,
     /// Seconds spent waiting for the topic's rate limit.
     throttled: Counter<f64, AtomicU64>,
+    /// `document_latency_seconds` of the topic.
+    latency: Histogram,
 }
 
 /// The loop's state: tracker, open chunk, answers in flight.
@@ -197,9 +216,11 @@ struct Loop {
     /// Memory reserved for the open chunk.
     reservation: Reservation,
     answers: FuturesUnordered<Answer>,
-    /// Oldest Kafka timestamp of each chunk not yet answered.
-    waiting: std::collections::BTreeMap<ChunkId, Option<i64>>,
     counters: Counters,
+    /// Whether the acknowledged offset keeps moving.
+    progress: Progress,
+    /// Counts this partition in `partitions_stuck` while it is stuck.
+    stuck: Option<GaugeGuard>,
     /// Records and bytes read since the counters were last updated (once
     /// per chunk, not per record).
     uncounted: (u64, u64),
@@ -270,7 +291,8 @@ impl PartitionTask {
             chunk: ChunkBuilder::new(tp.clone(), 64, 16 << 10),
             reservation: self.budget.empty(),
             answers: FuturesUnordered::new(),
-            waiting: Default::default(),
+            progress: Progress::new(self.stuck_after, Instant::now()),
+            stuck: None,
             counters: Counters {
                 read: self.metrics.documents_read.get_or_create(&label).clone(),
                 bytes_read: self.metrics.bytes_read.get_or_create(&label).clone(),
@@ -286,6 +308,7 @@ impl PartitionTask {
                     .topic_throttled_seconds
                     .get_or_create(&label)
                     .clone(),
+                latency: self.metrics.document_latency.get_or_create(&label).clone(),
             },
             uncounted: (0, 0),
             now: Utc::now(),
@@ -315,6 +338,7 @@ impl PartitionTask {
                 _ = &mut cancelled => break,
                 Some((sent, outcome)) = state.answers.next(), if !state.answers.is_empty() => {
                     self.answered(&mut state, sent, outcome);
+                    self.observe(&mut state, held.as_ref());
                 }
                 Some(reservation) = OptionFuture::from(waits.memory.as_mut()), if waits.memory.is_some() => {
                     waits.memory = None;
@@ -386,7 +410,7 @@ impl PartitionTask {
                     info!(partition = %state.tp, budget = self.budget.limit(), "memory budget spent; pausing fetching");
                     paused = Some(PauseGuard::pause(&self.control, &state.tp, &self.metrics.partitions_paused));
                 }
-                _ = tick.tick() => self.update_lag(&state),
+                _ = tick.tick() => self.observe(&mut state, held.as_ref()),
             }
             match outcome {
                 Ok(None) => {}
@@ -422,6 +446,7 @@ impl PartitionTask {
         drop(paused);
         self.status.set_state(PartitionState::Stopping);
         self.drain(&mut state).await;
+        self.forget_lag(&mut state);
         if cancel.is_cancelled() {
             crate::fault::slow_drain(&state.tp).await;
         }
@@ -548,7 +573,8 @@ impl PartitionTask {
             }
         }
         crate::fault::before_record(&state.tp, offset);
-        if !state.tracker.read(offset) {
+        let time_ms = record_time_ms(message, state.now.timestamp_millis());
+        if !state.tracker.read_at(offset, Some(time_ms)) {
             warn!(partition = %state.tp, offset, "offset at or before one already read; skipped");
             return Step::Written;
         }
@@ -663,7 +689,6 @@ impl PartitionTask {
             id,
             oldest_timestamp_ms: chunk.oldest_timestamp_ms(),
         };
-        state.waiting.insert(id, sent.oldest_timestamp_ms);
         if !self.sink.submit(chunk) {
             // The sink is gone (shutting down): the chunk is never
             // answered, so nothing of it is stored.
@@ -676,7 +701,6 @@ impl PartitionTask {
 
     /// Records a chunk's answer: the tracker may hand out an offset to store.
     fn answered(&self, state: &mut Loop, sent: Sent, outcome: Option<ChunkOutcome>) {
-        state.waiting.remove(&sent.id);
         let Some(outcome) = outcome.filter(|o| !o.lost) else {
             // Dropped by the sink without being settled (it stopped, or its
             // driver failed): nothing of it may be stored, and its records
@@ -688,7 +712,7 @@ impl PartitionTask {
         self.status.add_indexed(outcome.stored as u64);
         if let Some(ts) = sent.oldest_timestamp_ms {
             let age = Utc::now().timestamp_millis().saturating_sub(ts).max(0);
-            self.metrics.end_to_end_latency.observe(age as f64 / 1000.0);
+            state.counters.latency.observe(age as f64 / 1000.0);
         }
         if !state.first_ack_seen {
             state.first_ack_seen = true;
@@ -708,23 +732,77 @@ impl PartitionTask {
                 Err(e) => warn!(partition = %state.tp, error = %e, "cannot store offset"),
             }
         }
-        self.update_lag(state);
     }
 
-    /// Lag in seconds: the age of the oldest record read and not yet
-    /// acknowledged; with nothing pending but messages waiting in Kafka, the
-    /// age since the last acknowledgement; else 0.
-    fn update_lag(&self, state: &Loop) {
+    /// Updates the lag and the stuck state (on every answer and every
+    /// second).
+    ///
+    /// Lag: now minus the time of the first record not yet acknowledged —
+    /// the tracker's resume point, else the record held while the memory
+    /// budget is spent (read from the queue, not yet in a chunk); 0 when
+    /// the task holds neither.
+    fn observe(&self, state: &mut Loop, held: Option<&BorrowedMessage<'_>>) {
         let now = Utc::now().timestamp_millis();
-        let oldest = state.waiting.values().flatten().min().copied();
-        let seconds = match oldest {
-            Some(ts) => (now - ts).max(0) as f64 / 1000.0,
-            None => 0.0,
-        };
+        let oldest = state
+            .tracker
+            .oldest_unacknowledged_ms()
+            .or_else(|| held.map(|m| record_time_ms(m, now)));
+        let lag_ms = oldest.map_or(0, |ts| (now - ts).max(0));
         self.metrics
             .partition_lag_seconds
             .get_or_create(&PartitionLabel::of(&state.tp))
-            .set(seconds);
+            .set(lag_ms as f64 / 1000.0);
+        self.status.set_lag_ms(Some(lag_ms));
+
+        let backlog = !state.tracker.is_settled() || held.is_some();
+        let acknowledged = state.tracker.stored();
+        match state
+            .progress
+            .observe(Instant::now(), acknowledged, backlog)
+        {
+            Some(Transition::Stuck { still_for }) => {
+                warn!(
+                    topic = %state.tp.topic,
+                    partition = state.tp.partition,
+                    acknowledged = ?acknowledged,
+                    resume_point = ?state.tracker.resume_point(),
+                    still_for_s = still_for.as_secs(),
+                    lag_s = lag_ms / 1000,
+                    "partition stuck: records after the acknowledged offset are not acknowledged"
+                );
+                let gauge = self
+                    .metrics
+                    .partitions_stuck
+                    .get_or_create(&TopicLabel::of(&state.tp.topic))
+                    .clone();
+                state.stuck = Some(GaugeGuard::new(&gauge, 1));
+                self.status.set_stuck(true);
+            }
+            Some(Transition::Recovered { after }) => {
+                info!(
+                    topic = %state.tp.topic,
+                    partition = state.tp.partition,
+                    acknowledged = ?acknowledged,
+                    stuck_for_s = after.as_secs(),
+                    "partition moves again"
+                );
+                state.stuck = None;
+                self.status.set_stuck(false);
+            }
+            None => {}
+        }
+    }
+
+    /// The task ends: its lag series goes (the next task of the partition
+    /// starts it again) and it no longer counts as stuck.
+    fn forget_lag(&self, state: &mut Loop) {
+        self.metrics
+            .partition_lag_seconds
+            .remove(&PartitionLabel::of(&state.tp));
+        self.status.set_lag_ms(None);
+        if state.stuck.take().is_some() {
+            self.status.set_stuck(false);
+        }
     }
 
     /// Sends the open chunk without lingering and waits for the answers up

@@ -48,6 +48,9 @@ pub struct PartitionStatus {
     read: AtomicI64,
     high_watermark: AtomicI64,
     indexed: AtomicU64,
+    /// The lag in milliseconds as the task last computed it.
+    lag_ms: AtomicI64,
+    stuck: AtomicBool,
 }
 
 impl Default for PartitionStatus {
@@ -59,6 +62,8 @@ impl Default for PartitionStatus {
             read: AtomicI64::new(UNKNOWN),
             high_watermark: AtomicI64::new(UNKNOWN),
             indexed: AtomicU64::new(0),
+            lag_ms: AtomicI64::new(UNKNOWN),
+            stuck: AtomicBool::new(false),
         }
     }
 }
@@ -87,6 +92,16 @@ impl PartitionStatus {
     /// Counts documents indexed.
     pub fn add_indexed(&self, documents: u64) {
         self.indexed.fetch_add(documents, Ordering::Relaxed);
+    }
+
+    /// Records the lag in milliseconds (`None`: no task measures it).
+    pub fn set_lag_ms(&self, lag: Option<i64>) {
+        self.lag_ms.store(lag.unwrap_or(UNKNOWN), Ordering::Relaxed);
+    }
+
+    /// Records whether the partition is stuck.
+    pub fn set_stuck(&self, stuck: bool) {
+        self.stuck.store(stuck, Ordering::Relaxed);
     }
 
     fn get(v: &AtomicI64) -> Option<i64> {
@@ -122,6 +137,12 @@ pub struct PartitionReport {
     pub high_watermark: Option<i64>,
     /// `high_watermark - acknowledged_offset`.
     pub lag: Option<i64>,
+    /// Age in seconds of the first record not yet acknowledged (0 when
+    /// caught up; `None` while no task runs it).
+    pub lag_seconds: Option<f64>,
+    /// Records after the acknowledged offset have not been acknowledged
+    /// for `kafka.stuck_after`.
+    pub stuck: bool,
     /// Documents indexed since the partition was assigned here.
     pub documents_indexed: u64,
 }
@@ -208,8 +229,19 @@ impl StatusBoard {
                 read_offset: PartitionStatus::get(&s.read),
                 high_watermark: PartitionStatus::get(&s.high_watermark),
                 lag: s.lag(),
+                lag_seconds: PartitionStatus::get(&s.lag_ms).map(|ms| ms as f64 / 1000.0),
+                stuck: s.stuck.load(Ordering::Relaxed),
                 documents_indexed: s.indexed.load(Ordering::Relaxed),
             })
+            .collect()
+    }
+
+    /// The partitions reported stuck now.
+    pub fn stuck(&self) -> Vec<TopicPartition> {
+        self.lock()
+            .iter()
+            .filter(|(_, s)| s.stuck.load(Ordering::Relaxed))
+            .map(|(tp, _)| tp.clone())
             .collect()
     }
 }

@@ -976,6 +976,8 @@ pub struct Options {
     pub env: Vec<(&'static str, String)>,
     /// Extra lines of the `[http]` section.
     pub http: String,
+    /// Extra lines of the `[kafka]` section.
+    pub kafka: String,
 }
 
 impl Default for Options {
@@ -993,6 +995,7 @@ impl Default for Options {
             kafka_options: String::new(),
             env: Vec::new(),
             http: String::new(),
+            kafka: String::new(),
         }
     }
 }
@@ -1054,6 +1057,7 @@ brokers = ["{brokers}"]
 group_id = "{group}"
 commit_interval = "200ms"
 drain_timeout = "4s"
+{kafka}
 
 [kafka.options]
 "session.timeout.ms" = "6000"
@@ -1095,6 +1099,7 @@ timeout = "15s"
             extra = options.extra,
             kafka_options = options.kafka_options,
             http = options.http,
+            kafka = options.kafka,
         );
         std::fs::write(&config, text).expect("write config");
         Self::launch(stack, &config, port, &name, options)

@@ -70,6 +70,11 @@ pub enum Fault {
     /// At most this many `_bulk` requests are forwarded at once; one more
     /// arriving meanwhile is answered 429 (a cluster at its capacity).
     Capacity(u64),
+    /// `_bulk` requests are forwarded (so the documents ARE stored), but
+    /// every item whose `_id` starts with this prefix (`<topic>-<partition>-`:
+    /// one partition's documents) is answered 503 in the reply: a document
+    /// that is retried forever, its partition stuck while others flow.
+    BulkItems503ForIdPrefix(String),
     /// Accept TCP connections and close them at once without answering.
     Reset,
     /// Stop listening (connections refused) until another fault is set; then
@@ -399,6 +404,40 @@ async fn handle(
             Ok(json_response(
                 StatusCode::OK,
                 &json!({"took": 1, "errors": true, "items": items}),
+            ))
+        }
+        Fault::BulkItems503ForIdPrefix(prefix) if is_bulk => {
+            let response = forward(&shared, parts, body, is_bulk).await;
+            let (head, full) = response.into_parts();
+            let full = full
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let mut reply: Value = serde_json::from_slice(&full).unwrap_or_default();
+            let mut rewritten = false;
+            for item in reply["items"].as_array_mut().into_iter().flatten() {
+                let Some(result) = item.as_object_mut().and_then(|o| o.values_mut().next()) else {
+                    continue;
+                };
+                if result["_id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with(&prefix))
+                {
+                    result["status"] = json!(503);
+                    result["error"] = json!({
+                        "type": "unavailable_shards_exception",
+                        "reason": "injected: primary shard is not active"
+                    });
+                    rewritten = true;
+                }
+            }
+            if rewritten {
+                reply["errors"] = json!(true);
+            }
+            Ok(Response::from_parts(
+                head,
+                Full::new(Bytes::from(reply.to_string())),
             ))
         }
         Fault::RequestLimit(limit) if is_bulk && body.len() > limit => Ok(error_response(
