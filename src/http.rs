@@ -306,6 +306,7 @@ mod tests {
                 unready_on_stuck,
                 heartbeats: vec![],
                 stall_after: base.stall_after,
+                nodes: base.nodes.clone(),
             })
         };
         let unready = readyz(State(stuck_state(true))).await.into_response();
