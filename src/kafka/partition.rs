@@ -1,9 +1,10 @@
 //! One partition task: the thin I/O loop around the [`OffsetTracker`].
 //!
 //! It reads its partition's queue in bursts (every message already there,
-//! without going back to the scheduler), shapes each record into the open
-//! chunk, and hands the chunk to the sink when the burst ends or the chunk
-//! is full. Each chunk's answer goes to the tracker, and the offset the
+//! for up to one time slice, without going back to the scheduler), shapes
+//! each record into the open chunk, and hands the chunk to the sink when
+//! the burst ends or the chunk is full. A topic with a transform shapes its
+//! bursts off the runtime's workers ([`crate::offload`]). Each chunk's answer goes to the tracker, and the offset the
 //! tracker hands out is stored through the assignment's fence. Memory for
 //! every record is reserved from the process budget first; when it is
 //! spent the task stops reading, and after [`PAUSE_AFTER`] pauses its
@@ -43,6 +44,7 @@ use crate::config::BatchConfig;
 use crate::document::{Header, Record, Shaped, Shaper, TRANSFORM_FAILED};
 use crate::memory::{MemoryBudget, Reservation};
 use crate::metrics::{Metrics, PartitionLabel, TopicLabel};
+use crate::offload;
 use crate::sink::chunk::{ChunkBuilder, ChunkId, ChunkOutcome, RawRecord};
 use crate::sink::template::Templates;
 use crate::sink::Sink;
@@ -63,6 +65,9 @@ const RECORD_OVERHEAD: usize = 160;
 /// How many messages one burst reads before it lets the loop look at
 /// answers and cancellation again.
 const BURST: usize = 4096;
+
+/// A plain topic's burst reads the clock once per this many records.
+const CLOCK_EVERY: usize = 64;
 
 /// Memory is reserved from the budget in slabs of this size (when the
 /// budget has them), not per record: fewer atomic operations on the shared
@@ -199,6 +204,8 @@ struct Loop {
     /// A chunk came back unsettled (the sink dropped it): its records must
     /// be read again, so the task ends and is restarted at its resume point.
     lost: bool,
+    /// The last burst ended on its time slice with messages still queued.
+    sliced: bool,
 }
 
 /// What reading one message came to.
@@ -208,6 +215,28 @@ enum Step {
     NeedMemory(usize),
     /// The task cannot go on.
     Stop,
+}
+
+/// Runs `work` (shaping one burst). A plain topic's burst runs inline: its
+/// records cost about a microsecond each and one [`offload::SLICE`] bounds
+/// it. A transform's burst runs off the worker (the runtime keeps all its
+/// workers meanwhile), holding one of the process's transform slots, so
+/// that slow programs neither freeze the runtime nor take every core.
+async fn shape<R>(transforms: bool, work: impl FnOnce() -> R) -> R {
+    if !transforms {
+        return work();
+    }
+    let _slot = offload::transform_slot().await;
+    offload::off_worker(work)
+}
+
+/// After a burst cut short by its time slice, lets the runtime run other
+/// tasks: the partition's queue is still ready, so the task's loop would
+/// otherwise go on without ever returning to the scheduler.
+async fn yield_if_sliced(state: &mut Loop) {
+    if std::mem::take(&mut state.sliced) {
+        tokio::task::yield_now().await;
+    }
 }
 
 impl PartitionTask {
@@ -252,6 +281,7 @@ impl PartitionTask {
             first_ack_seen: false,
             started: Instant::now(),
             lost: false,
+            sliced: false,
             tp,
         };
         let queue = self.queue.clone();
@@ -281,48 +311,58 @@ impl PartitionTask {
                     paused = None;
                     state.reservation.merge(reservation);
                     state.now = Utc::now();
-                    if let Some(message) = held.take() {
-                        // It waited for what the budget can give: it goes
-                        // through with that, even if it is more than the
-                        // budget (a lone oversized record).
-                        match self.take(&mut state, &message, true) {
-                            Step::Written => {}
-                            Step::Stop => stop = true,
-                            Step::NeedMemory(_) => {
-                                // `take` never asks again once forced; if it
-                                // ever did, the record must not be lost.
-                                held = Some(message);
-                                stop = true;
+                    let transforms = state.shaper.transforms();
+                    shape(transforms, || {
+                        if let Some(message) = held.take() {
+                            // It waited for what the budget can give: it goes
+                            // through with that, even if it is more than the
+                            // budget (a lone oversized record).
+                            match self.take(&mut state, &message, true) {
+                                Step::Written => {}
+                                Step::Stop => stop = true,
+                                Step::NeedMemory(_) => {
+                                    // `take` never asks again once forced; if it
+                                    // ever did, the record must not be lost.
+                                    held = Some(message);
+                                    stop = true;
+                                }
                             }
                         }
-                    }
-                    if !stop {
-                        match self.burst(&mut state, &mut stream, &mut held) {
-                            Ok(Some(need)) => {
-                                blocked_since = Some(Instant::now());
-                                memory = Some(self.block(&mut state, need));
+                        if !stop {
+                            match self.burst(&mut state, &mut stream, &mut held) {
+                                Ok(Some(need)) => {
+                                    blocked_since = Some(Instant::now());
+                                    memory = Some(self.block(&mut state, need));
+                                }
+                                Ok(None) => {}
+                                Err(()) => stop = true,
                             }
-                            Ok(None) => {}
-                            Err(()) => stop = true,
                         }
-                    }
+                    })
+                    .await;
+                    yield_if_sliced(&mut state).await;
                 }
                 message = stream.next(), if held.is_none() => match message {
                     Some(Ok(message)) => {
                         consecutive_errors = 0;
                         state.now = Utc::now();
-                        let first = match self.take(&mut state, &message, false) {
-                            Step::Written => Ok(None),
-                            Step::NeedMemory(need) => {
-                                held = Some(message);
-                                Ok(Some(need))
+                        let transforms = state.shaper.transforms();
+                        let outcome = shape(transforms, || {
+                            let first = match self.take(&mut state, &message, false) {
+                                Step::Written => Ok(None),
+                                Step::NeedMemory(need) => {
+                                    held = Some(message);
+                                    Ok(Some(need))
+                                }
+                                Step::Stop => Err(()),
+                            };
+                            match first {
+                                Ok(None) => self.burst(&mut state, &mut stream, &mut held),
+                                other => other,
                             }
-                            Step::Stop => Err(()),
-                        };
-                        let outcome = match first {
-                            Ok(None) => self.burst(&mut state, &mut stream, &mut held),
-                            other => other,
-                        };
+                        })
+                        .await;
+                        yield_if_sliced(&mut state).await;
                         match outcome {
                             Ok(Some(need)) => {
                                 blocked_since = Some(Instant::now());
@@ -394,16 +434,27 @@ impl PartitionTask {
         })
     }
 
-    /// Reads every message already in the queue (up to [`BURST`]), then
-    /// hands the chunk to the sink. `Ok(Some(bytes))` when the budget is
-    /// spent (the message is in `held`), `Err` when the task must stop.
+    /// Reads every message already in the queue (up to [`BURST`], for up
+    /// to one [`offload::SLICE`] of shaping), then hands the chunk to the
+    /// sink. `Ok(Some(bytes))` when the budget is spent (the message is in
+    /// `held`), `Err` when the task must stop. A burst cut short by the
+    /// slice sets `state.sliced`: the task then yields before reading on.
     fn burst<'q>(
         &self,
         state: &mut Loop,
         stream: &mut rdkafka::consumer::MessageStream<'q, super::consumer::GroupContext>,
         held: &mut Option<BorrowedMessage<'q>>,
     ) -> Result<Option<usize>, ()> {
-        for _ in 0..BURST {
+        // A plain record costs about a microsecond: reading the clock after
+        // each would be measurable; a transformed one may take its
+        // program's whole deadline.
+        let check_every = if state.shaper.transforms() {
+            1
+        } else {
+            CLOCK_EVERY
+        };
+        let started = std::time::Instant::now();
+        for n in 1..=BURST {
             match stream.next().now_or_never() {
                 Some(Some(Ok(message))) => match self.take(state, &message, false) {
                     Step::Written => {}
@@ -415,6 +466,10 @@ impl PartitionTask {
                 },
                 // An error or nothing ready: the select loop handles it.
                 _ => break,
+            }
+            if n % check_every == 0 && started.elapsed() >= offload::SLICE {
+                state.sliced = true;
+                break;
             }
         }
         self.submit(state, false);
