@@ -4,11 +4,11 @@
 //! for up to one time slice, without going back to the scheduler), shapes
 //! each record into the open chunk, and hands the chunk to the sink when
 //! the burst ends or the chunk is full. A topic with a transform shapes its
-//! bursts off the runtime's workers ([`crate::offload`]). Each chunk's answer goes to the tracker, and the offset the
-//! tracker hands out is stored through the assignment's fence. Memory for
-//! every record is reserved from the process budget first; when it is
-//! spent the task stops reading, and after [`PAUSE_AFTER`] pauses its
-//! partition.
+//! bursts off the runtime's workers ([`crate::offload`]). Each chunk's
+//! answer goes to the tracker, and the offset the tracker hands out is
+//! stored through the assignment's fence. Memory for every record is
+//! reserved from the process budget first; when it is spent the task stops
+//! reading, and after [`PAUSE_AFTER`] pauses its partition.
 //!
 //! On cancellation (revoke, topic removed or changed, shutdown) it stops
 //! reading, sends what it has without lingering, waits for the answers up
