@@ -7,8 +7,8 @@
 //! * a burst of a topic with a transform (up to 4 096 records, each up to
 //!   its 50 ms deadline): run with [`off_worker`] while holding one of the
 //!   [`transform_slot`]s, and time-sliced by the partition task;
-//! * gzip of a large request body: on the blocking pool ([`GZIP_OFF_WORKER`]
-//!   in `sink::service`);
+//! * gzip of a large request body: on the blocking pool, above
+//!   [`crate::sink::service::GZIP_OFF_WORKER`];
 //! * compiling the VRL programs of a registry change: [`off_worker`].
 //!
 //! [`off_worker`] is `tokio::task::block_in_place`: the worker hands its
