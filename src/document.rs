@@ -319,6 +319,12 @@ impl Shaper {
         self
     }
 
+    /// Whether it runs a transform (whose records may take up to the
+    /// program's deadline each, see [`crate::offload`]).
+    pub fn transforms(&self) -> bool {
+        self.runner.is_some()
+    }
+
     /// The settings it shapes with.
     pub fn settings(&self) -> &TopicSettings {
         self.encoder.settings()

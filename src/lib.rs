@@ -14,6 +14,8 @@
 //!   run between shaping and encoding;
 //! * [`sink`]: `_bulk` requests across partitions, retries, dead letters;
 //! * [`memory`]: the process-wide budget of buffered bytes;
+//! * [`offload`]: where CPU-heavy work (transforms, gzip, compiles) runs so
+//!   that it never freezes the runtime;
 //! * [`fleet`]: the fleet-wide view of `logingest status`;
 //! * [`readback`]: `logingest search` and `logingest tail` (reading back);
 //! * [`dlq`]: `logingest dlq replay` (dead letters back through the normal
@@ -37,6 +39,7 @@ pub mod http;
 pub mod kafka;
 pub mod memory;
 pub mod metrics;
+pub mod offload;
 pub mod readback;
 pub mod reconciler;
 pub mod registry;

@@ -1,13 +1,14 @@
 //! One partition task: the thin I/O loop around the [`OffsetTracker`].
 //!
 //! It reads its partition's queue in bursts (every message already there,
-//! without going back to the scheduler), shapes each record into the open
-//! chunk, and hands the chunk to the sink when the burst ends or the chunk
-//! is full. Each chunk's answer goes to the tracker, and the offset the
-//! tracker hands out is stored through the assignment's fence. Memory for
-//! every record is reserved from the process budget first; when it is
-//! spent the task stops reading, and after [`PAUSE_AFTER`] pauses its
-//! partition.
+//! for up to one time slice, without going back to the scheduler), shapes
+//! each record into the open chunk, and hands the chunk to the sink when
+//! the burst ends or the chunk is full. A topic with a transform shapes its
+//! bursts off the runtime's workers ([`crate::offload`]). Each chunk's
+//! answer goes to the tracker, and the offset the tracker hands out is
+//! stored through the assignment's fence. Memory for every record is
+//! reserved from the process budget first; when it is spent the task stops
+//! reading, and after [`PAUSE_AFTER`] pauses its partition.
 //!
 //! A topic with rate limits shares one [`Throttle`] among its tasks: a task
 //! reads only under a grant of it, and without one it holds the record it
@@ -52,6 +53,7 @@ use crate::config::BatchConfig;
 use crate::document::{Header, Record, Shaped, Shaper, TRANSFORM_FAILED};
 use crate::memory::{MemoryBudget, Reservation};
 use crate::metrics::{Metrics, PartitionLabel, TopicLabel};
+use crate::offload;
 use crate::sink::chunk::{ChunkBuilder, ChunkId, ChunkOutcome, RawRecord};
 use crate::sink::template::Templates;
 use crate::sink::Sink;
@@ -72,6 +74,9 @@ const RECORD_OVERHEAD: usize = 160;
 /// How many messages one burst reads before it lets the loop look at
 /// answers and cancellation again.
 const BURST: usize = 4096;
+
+/// A plain topic's burst reads the clock once per this many records.
+const CLOCK_EVERY: usize = 64;
 
 /// Memory is reserved from the budget in slabs of this size (when the
 /// budget has them), not per record: fewer atomic operations on the shared
@@ -234,6 +239,8 @@ struct Loop {
     lost: bool,
     /// What the topic's rate limit lets the task read before it asks again.
     grant: Grant,
+    /// The last burst ended on its time slice with messages still queued.
+    sliced: bool,
 }
 
 /// What reading one message came to.
@@ -243,6 +250,28 @@ enum Step {
     Blocked(Blocked),
     /// The task cannot go on.
     Stop,
+}
+
+/// Runs `work` (shaping one burst). A plain topic's burst runs inline: its
+/// records cost about a microsecond each and one [`offload::SLICE`] bounds
+/// it. A transform's burst runs off the worker (the runtime keeps all its
+/// workers meanwhile), holding one of the process's transform slots, so
+/// that slow programs neither freeze the runtime nor take every core.
+async fn shape<R>(transforms: bool, work: impl FnOnce() -> R) -> R {
+    if !transforms {
+        return work();
+    }
+    let _slot = offload::transform_slot().await;
+    offload::off_worker(work)
+}
+
+/// After a burst cut short by its time slice, lets the runtime run other
+/// tasks: the partition's queue is still ready, so the task's loop would
+/// otherwise go on without ever returning to the scheduler.
+async fn yield_if_sliced(state: &mut Loop) {
+    if std::mem::take(&mut state.sliced) {
+        tokio::task::yield_now().await;
+    }
 }
 
 /// Why a message is held.
@@ -316,6 +345,7 @@ impl PartitionTask {
             started: Instant::now(),
             lost: false,
             grant: Grant::NONE,
+            sliced: false,
             tp,
         };
         let queue = self.queue.clone();
@@ -346,28 +376,35 @@ impl PartitionTask {
                     paused = None;
                     state.reservation.merge(reservation);
                     state.now = Utc::now();
-                    if let Some(message) = held.take() {
-                        // It waited for what the budget can give: it goes
-                        // through with that, even if it is more than the
-                        // budget (a lone oversized record).
-                        outcome = match self.take(&mut state, &message, true) {
-                            Step::Written => Ok(None),
-                            Step::Stop => Err(()),
-                            Step::Blocked(Blocked::Memory(_)) => {
-                                // `take` never asks again once forced; if it
-                                // ever did, the record must not be lost.
-                                held = Some(message);
-                                Err(())
-                            }
-                            Step::Blocked(rate) => {
-                                held = Some(message);
-                                Ok(Some(rate))
-                            }
-                        };
-                    }
-                    if matches!(outcome, Ok(None)) {
-                        outcome = self.burst(&mut state, &mut stream, &mut held);
-                    }
+                    let transforms = state.shaper.transforms();
+                    outcome = shape(transforms, || {
+                        let mut outcome = Ok(None);
+                        if let Some(message) = held.take() {
+                            // It waited for what the budget can give: it goes
+                            // through with that, even if it is more than the
+                            // budget (a lone oversized record).
+                            outcome = match self.take(&mut state, &message, true) {
+                                Step::Written => Ok(None),
+                                Step::Stop => Err(()),
+                                Step::Blocked(Blocked::Memory(_)) => {
+                                    // `take` never asks again once forced; if it
+                                    // ever did, the record must not be lost.
+                                    held = Some(message);
+                                    Err(())
+                                }
+                                Step::Blocked(rate) => {
+                                    held = Some(message);
+                                    Ok(Some(rate))
+                                }
+                            };
+                        }
+                        if matches!(outcome, Ok(None)) {
+                            outcome = self.burst(&mut state, &mut stream, &mut held);
+                        }
+                        outcome
+                    })
+                    .await;
+                    yield_if_sliced(&mut state).await;
                 }
                 _ = tokio::time::sleep_until(waits.rate_until.unwrap_or_else(Instant::now)), if waits.rate_until.is_some() => {
                     waits.rate_until = None;
@@ -375,21 +412,34 @@ impl PartitionTask {
                         state.counters.throttled.inc_by(since.elapsed().as_secs_f64());
                     }
                     state.now = Utc::now();
-                    if let Some(message) = held.take() {
-                        outcome = self.take_held(&mut state, message, &mut held);
-                    }
-                    if matches!(outcome, Ok(None)) {
-                        outcome = self.burst(&mut state, &mut stream, &mut held);
-                    }
+                    let transforms = state.shaper.transforms();
+                    outcome = shape(transforms, || {
+                        let mut outcome = Ok(None);
+                        if let Some(message) = held.take() {
+                            outcome = self.take_held(&mut state, message, &mut held);
+                        }
+                        if matches!(outcome, Ok(None)) {
+                            outcome = self.burst(&mut state, &mut stream, &mut held);
+                        }
+                        outcome
+                    })
+                    .await;
+                    yield_if_sliced(&mut state).await;
                 }
                 message = stream.next(), if held.is_none() => match message {
                     Some(Ok(message)) => {
                         consecutive_errors = 0;
                         state.now = Utc::now();
-                        outcome = self.take_held(&mut state, message, &mut held);
-                        if matches!(outcome, Ok(None)) {
-                            outcome = self.burst(&mut state, &mut stream, &mut held);
-                        }
+                        let transforms = state.shaper.transforms();
+                        outcome = shape(transforms, || {
+                            let outcome = self.take_held(&mut state, message, &mut held);
+                            match outcome {
+                                Ok(None) => self.burst(&mut state, &mut stream, &mut held),
+                                other => other,
+                            }
+                        })
+                        .await;
+                        yield_if_sliced(&mut state).await;
                     }
                     Some(Err(e)) => {
                         consecutive_errors += 1;
@@ -493,17 +543,28 @@ impl PartitionTask {
         }
     }
 
-    /// Reads every message already in the queue (up to [`BURST`]), then
-    /// hands the chunk to the sink. `Ok(Some(_))` when the budget is spent
-    /// or the rate limit reached (the message is in `held`), `Err` when the
-    /// task must stop.
+    /// Reads every message already in the queue (up to [`BURST`], for up
+    /// to one [`offload::SLICE`] of shaping), then hands the chunk to the
+    /// sink. `Ok(Some(_))` when the budget is spent or the rate limit
+    /// reached (the message is in `held`), `Err` when the task must stop. A
+    /// burst cut short by the slice sets `state.sliced`: the task then
+    /// yields before reading on.
     fn burst<'q>(
         &self,
         state: &mut Loop,
         stream: &mut rdkafka::consumer::MessageStream<'q, super::consumer::GroupContext>,
         held: &mut Option<BorrowedMessage<'q>>,
     ) -> Result<Option<Blocked>, ()> {
-        for _ in 0..BURST {
+        // A plain record costs about a microsecond: reading the clock after
+        // each would be measurable; a transformed one may take its
+        // program's whole deadline.
+        let check_every = if state.shaper.transforms() {
+            1
+        } else {
+            CLOCK_EVERY
+        };
+        let started = std::time::Instant::now();
+        for n in 1..=BURST {
             match stream.next().now_or_never() {
                 Some(Some(Ok(message))) => {
                     if let Some(blocked) = self.take_held(state, message, held)? {
@@ -512,6 +573,10 @@ impl PartitionTask {
                 }
                 // An error or nothing ready: the select loop handles it.
                 _ => break,
+            }
+            if n % check_every == 0 && started.elapsed() >= offload::SLICE {
+                state.sliced = true;
+                break;
             }
         }
         self.submit(state, false);

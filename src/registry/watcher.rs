@@ -22,6 +22,7 @@ use super::{DesiredTopics, RegistryState};
 use crate::backoff::Backoff;
 use crate::config::{EtcdConfig, RetryConfig};
 use crate::metrics::Metrics;
+use crate::offload;
 
 /// Timeout of the unary etcd calls (reads and the watch set-up).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -234,18 +235,22 @@ impl RegistryWatcher {
                 self.revision = self.revision.max(kv.mod_revision());
                 let key = String::from_utf8_lossy(kv.key());
                 match event.event_type() {
-                    EventType::Put => match self.state.put(kv.key(), kv.value()) {
-                        Ok(c) => {
-                            self.report_warnings();
-                            changed |= c;
-                            self.metrics.registry_changes_applied.inc();
-                            info!(key = %key, "registry key put");
+                    // Parsing a value compiles its VRL program: off the
+                    // worker, like every CPU-heavy step (`crate::offload`).
+                    EventType::Put => {
+                        match offload::off_worker(|| self.state.put(kv.key(), kv.value())) {
+                            Ok(c) => {
+                                self.report_warnings();
+                                changed |= c;
+                                self.metrics.registry_changes_applied.inc();
+                                info!(key = %key, "registry key put");
+                            }
+                            Err(error) => {
+                                self.metrics.registry_changes_rejected.inc();
+                                warn!(key = %key, error = %error, "rejected registry value; keeping the key's last good state");
+                            }
                         }
-                        Err(error) => {
-                            self.metrics.registry_changes_rejected.inc();
-                            warn!(key = %key, error = %error, "rejected registry value; keeping the key's last good state");
-                        }
-                    },
+                    }
                     EventType::Delete => {
                         changed |= self.state.delete(kv.key());
                         self.metrics.registry_changes_applied.inc();
@@ -289,9 +294,11 @@ impl RegistryWatcher {
                 );
             }
         }
-        let errors = self
-            .state
-            .replace_all(kvs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+        // Compiles every topic's program: off the worker.
+        let errors = offload::off_worker(|| {
+            self.state
+                .replace_all(kvs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+        });
         self.report_warnings();
         for (key, error) in &errors {
             self.metrics.registry_changes_rejected.inc();

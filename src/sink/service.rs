@@ -29,6 +29,10 @@ use crate::metrics::{BulkOutcome, Metrics};
 /// makes replies several times smaller to send and to parse.
 pub const BULK_REPLY_FIELDS: &str = "errors,items.*._id,items.*.status,items.*.error";
 
+/// Bodies larger than this are compressed on the blocking pool; smaller
+/// ones take less time to compress than a hand-off is worth.
+pub const GZIP_OFF_WORKER: usize = 64 << 10;
+
 /// How far the sink is from healthy, for `/readyz`: when the last `_bulk`
 /// request succeeded, since when every request has failed, and since when
 /// the oldest dead letter still undelivered has been waiting for its
@@ -200,20 +204,17 @@ impl BulkService {
         attempt
     }
 
-    fn encode(&self, body: Bytes) -> Result<(Bytes, Option<&'static str>), RequestError> {
-        match self.compression {
-            Compression::None => Ok((body, None)),
-            Compression::Gzip => {
-                let mut encoder = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(body.len() / 4),
-                    flate2::Compression::fast(),
-                );
-                encoder
-                    .write_all(&body)
-                    .and_then(|()| encoder.finish())
-                    .map(|compressed| (Bytes::from(compressed), Some("gzip")))
-                    .map_err(|e| RequestError::Transport(format!("gzip: {e}")))
-            }
+    /// The body as sent, with its `Content-Encoding`. Gzip of a body of
+    /// megabytes takes milliseconds of CPU: it runs on the blocking pool,
+    /// not on a worker ([`crate::offload`]).
+    async fn encode(&self, body: Bytes) -> Result<(Bytes, Option<&'static str>), RequestError> {
+        let compression = self.compression;
+        if compression == Compression::Gzip && body.len() > GZIP_OFF_WORKER {
+            tokio::task::spawn_blocking(move || encode(compression, body))
+                .await
+                .unwrap_or_else(|e| Err(RequestError::Transport(format!("gzip: {e}"))))
+        } else {
+            encode(compression, body)
         }
     }
 
@@ -223,7 +224,7 @@ impl BulkService {
         sent: usize,
         expected_id: impl FnMut(usize, &str) -> bool,
     ) -> Attempt {
-        let (body, encoding) = match self.encode(body) {
+        let (body, encoding) = match self.encode(body).await {
             Ok(encoded) => encoded,
             Err(e) => return Attempt::Failed(e),
         };
@@ -296,4 +297,25 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = e.source();
     }
     text
+}
+
+/// Compresses `body` as `compression` says.
+fn encode(
+    compression: Compression,
+    body: Bytes,
+) -> Result<(Bytes, Option<&'static str>), RequestError> {
+    match compression {
+        Compression::None => Ok((body, None)),
+        Compression::Gzip => {
+            let mut encoder = flate2::write::GzEncoder::new(
+                Vec::with_capacity(body.len() / 4),
+                flate2::Compression::fast(),
+            );
+            encoder
+                .write_all(&body)
+                .and_then(|()| encoder.finish())
+                .map(|compressed| (Bytes::from(compressed), Some("gzip")))
+                .map_err(|e| RequestError::Transport(format!("gzip: {e}")))
+        }
+    }
 }
