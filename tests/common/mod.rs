@@ -976,6 +976,8 @@ pub struct Options {
     pub env: Vec<(&'static str, String)>,
     /// Extra lines of the `[http]` section.
     pub http: String,
+    /// `kafka.commit_interval`.
+    pub commit_interval: &'static str,
 }
 
 impl Default for Options {
@@ -993,6 +995,7 @@ impl Default for Options {
             kafka_options: String::new(),
             env: Vec::new(),
             http: String::new(),
+            commit_interval: "200ms",
         }
     }
 }
@@ -1020,7 +1023,7 @@ endpoints = ["{etcd}"]
 [kafka]
 brokers = ["{brokers}"]
 group_id = "{group}"
-commit_interval = "200ms"
+commit_interval = "{commit_interval}"
 drain_timeout = "4s"
 
 [kafka.options]
@@ -1063,6 +1066,7 @@ timeout = "15s"
             extra = options.extra,
             kafka_options = options.kafka_options,
             http = options.http,
+            commit_interval = options.commit_interval,
         );
         std::fs::write(&config, text).expect("write config");
         Self::launch(stack, &config, port, &name, options)
