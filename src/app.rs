@@ -101,6 +101,10 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
     let group_cancel = CancellationToken::new();
     let group_thread = consumer::spawn_group_thread(consumer.clone(), group_cancel.clone())
         .context("cannot start the Kafka group thread")?;
+    let committer = consumer.context().committer.clone();
+    let _commit_thread =
+        crate::kafka::committer::spawn_commit_thread(Arc::downgrade(&consumer), committer.clone())
+            .context("cannot start the Kafka commit thread")?;
 
     let (publish, registry_rx) = watch::channel(None);
     let watcher = RegistryWatcher::new(
@@ -178,6 +182,8 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
     {
         warn!("sink did not stop within 5 s");
     }
+    // No more commits on acknowledgement: the final one below covers them.
+    committer.stop();
     // Everything acknowledged was stored; commit it before leaving the group.
     let closing = consumer.clone();
     let commit =

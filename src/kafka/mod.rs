@@ -1,12 +1,14 @@
 //! Kafka, the source stage: the group consumer and its rebalance events
 //! ([`consumer`]), the fence of each assignment ([`assignment`]), the pure
-//! offset tracker ([`offsets`]) and the per-partition tasks around it
+//! offset tracker ([`offsets`]), the commits on acknowledgement
+//! ([`committer`]) and the per-partition tasks around it
 //! ([`partition`]), the thread for librdkafka calls that wait
 //! ([`control`]), the read-only clients of the commands ([`client`]), the [`status`] board of what this instance owns, and the
 //! connection properties of `[kafka.tls]`/`[kafka.sasl]` ([`security`]).
 
 pub mod assignment;
 pub mod client;
+pub mod committer;
 pub mod consumer;
 pub mod control;
 pub mod offsets;
