@@ -26,8 +26,13 @@ use crate::sink::template::Templates;
 use crate::sink::{self, Sink, SinkParts};
 
 /// Runs the daemon until a termination signal, then drains and exits.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let instance = config.instance.resolved_id();
+    // Static membership's id, once: the host name must not be looked up
+    // again later.
+    config.kafka.instance_id = config.kafka.group_instance_id(&config.instance, || {
+        gethostname::gethostname().to_string_lossy().into_owned()
+    });
     run_instance(config, &instance)
         .instrument(info_span!("logingest", instance = %instance))
         .await
@@ -142,6 +147,7 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
         kafka = ?config.kafka.brokers,
         elasticsearch = %config.elasticsearch.url,
         group = %config.kafka.group_id,
+        group_instance_id = ?config.kafka.instance_id,
         memory_budget = budget.limit(),
         "logingest started"
     );

@@ -307,7 +307,21 @@ async fn a_hand_over_without_final_commit_rewrites_a_fraction_of_a_second() {
         .await;
     }
     // Under load, well inside the first commit interval.
+    let before = member.scrape().await.value("logingest_ack_commits_total");
+    let start = std::time::Instant::now();
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let commits = member.scrape().await.value("logingest_ack_commits_total") - before;
+    let elapsed = start.elapsed().as_secs_f64();
+    eprintln!(
+        "commits on acknowledgement: {commits} in {elapsed:.1} s ({:.1}/s)",
+        commits / elapsed
+    );
+    // Paced: never more than one per 200 ms, whatever the throughput.
+    assert!(commits >= 1.0, "no commit on acknowledgement");
+    assert!(
+        commits <= elapsed / 0.2 + 1.0,
+        "{commits} commits in {elapsed:.1} s"
+    );
     member.kill();
     stop.store(true, Ordering::Relaxed);
     let mut uncommitted = 0;
@@ -329,4 +343,110 @@ async fn a_hand_over_without_final_commit_rewrites_a_fraction_of_a_second() {
         uncommitted <= 150,
         "{uncommitted} acknowledged records were not committed when the member died"
     );
+}
+
+/// Calm rolling restarts (issue 19, item 3): with static membership, a
+/// member restarted (SIGTERM, started again) within the session timeout
+/// rejoins under its `group.instance.id`. On Kafka (KIP-345) the other
+/// members see no rebalance: 0 revocations, 0 redelivered writes. This
+/// test asserts what the local broker does and prints it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_restarted_within_the_session_timeout() {
+    let stack = Stack::start();
+    let topic = unique("static");
+    stack.create_topic(&topic, 6);
+    stack.put(&format!("{PREFIX}{topic}"), "");
+    let group = unique("group");
+    let member_options = |i: usize| Options {
+        group: group.clone(),
+        kafka: format!("static_membership = true\ninstance_id = \"static-{i}\""),
+        // Room for a restart (shutdown + start + join) on a slow machine.
+        session_timeout_ms: 30_000,
+        ..Options::default()
+    };
+    let mut members: Vec<Logingest> = (0..3)
+        .map(|i| Logingest::start(&stack, &member_options(i)))
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = stack.produce_steadily(&topic, 6, 60, stop.clone());
+    let assign = "logingest_rebalances_total{kind=\"assign\"}";
+    let revoke = "logingest_rebalances_total{kind=\"revoke\"}";
+    for m in &members {
+        wait_until("every member assigned", GROUP_DEADLINE, || async {
+            m.metric(assign).await.unwrap_or(0.0) >= 1.0
+        })
+        .await;
+    }
+    // Settled: the group's rounds are over when no revocation happened for
+    // a while.
+    let revocations = |members: &[Logingest]| {
+        let http: Vec<String> = members.iter().map(|m| m.http.clone()).collect();
+        async move {
+            let mut out = Vec::new();
+            for h in http {
+                let text = reqwest::get(format!("{h}/metrics"))
+                    .await
+                    .expect("metrics")
+                    .text()
+                    .await
+                    .expect("metrics");
+                assert!(common::metric_value(&text, assign).is_some(), "{text}");
+                out.push(common::metric_value(&text, revoke).unwrap_or(0.0));
+            }
+            out
+        }
+    };
+    let mut last = revocations(&members).await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let now = revocations(&members).await;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let redelivered_before = stack.redelivered_so_far(&topic).await;
+    let others_before = &last[1..];
+
+    let status = members[0].terminate(Duration::from_secs(40)).await;
+    assert!(status.success(), "exit {status}");
+    members[0] = Logingest::start(&stack, &member_options(0));
+    wait_until("the restarted member assigned", GROUP_DEADLINE, || async {
+        members[0].metric(assign).await.unwrap_or(0.0) >= 1.0
+    })
+    .await;
+    // Past the session timeout of the old member, so that any rebalance
+    // it would cause has happened.
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    let now = revocations(&members).await;
+    let others: Vec<f64> = now[1..]
+        .iter()
+        .zip(others_before)
+        .map(|(n, b)| n - b)
+        .collect();
+    stop.store(true, Ordering::Relaxed);
+    let ids = producer.await.expect("producer");
+    stack
+        .wait_committed_through(&group, &topic, 6, &ids, Duration::from_secs(120))
+        .await;
+    let d = stack.assert_delivered(&topic, &ids, u64::MAX).await;
+    let redelivered = d.redelivered - redelivered_before;
+    let restarted_log = members[0].log();
+    let rejoined_static = restarted_log.contains("static-0");
+    eprintln!(
+        "static membership on this broker: revocations on the other members {others:?}, \
+         redelivered writes {redelivered}, restarted member's assignments {:?}",
+        members[0].metric(assign).await
+    );
+    assert!(
+        rejoined_static,
+        "the member did not log its group.instance.id"
+    );
+    // tansu 0.6 (measured): see README, local-stack caveats.
+    assert_eq!(others, vec![0.0, 0.0], "revocations on the other members");
+    assert_eq!(redelivered, 0, "redelivered writes");
+    for m in &mut members {
+        let status = m.terminate(Duration::from_secs(40)).await;
+        assert!(status.success(), "exit {status}");
+    }
 }

@@ -360,7 +360,12 @@ pub fn client_config(config: &KafkaConfig, instance_id: &str, prefetch: Prefetch
     }
     super::security::apply_connection(config, &mut cfg);
     if config.static_membership {
-        cfg.set("group.instance.id", instance_id);
+        // Resolved at start-up (`KafkaConfig::group_instance_id`); the
+        // instance id otherwise.
+        cfg.set(
+            "group.instance.id",
+            config.instance_id.as_deref().unwrap_or(instance_id),
+        );
     }
     cfg.set("bootstrap.servers", config.brokers.join(","))
         .set("group.id", &config.group_id)

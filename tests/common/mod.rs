@@ -978,6 +978,10 @@ pub struct Options {
     pub http: String,
     /// `kafka.commit_interval`.
     pub commit_interval: &'static str,
+    /// Extra lines of the `[kafka]` section.
+    pub kafka: String,
+    /// `session.timeout.ms` (milliseconds).
+    pub session_timeout_ms: u32,
 }
 
 impl Default for Options {
@@ -996,6 +1000,8 @@ impl Default for Options {
             env: Vec::new(),
             http: String::new(),
             commit_interval: "200ms",
+            kafka: String::new(),
+            session_timeout_ms: 6000,
         }
     }
 }
@@ -1025,9 +1031,10 @@ brokers = ["{brokers}"]
 group_id = "{group}"
 commit_interval = "{commit_interval}"
 drain_timeout = "4s"
+{kafka}
 
 [kafka.options]
-"session.timeout.ms" = "6000"
+"session.timeout.ms" = "{session_timeout_ms}"
 "heartbeat.interval.ms" = "500"
 {kafka_options}
 
@@ -1067,6 +1074,8 @@ timeout = "15s"
             kafka_options = options.kafka_options,
             http = options.http,
             commit_interval = options.commit_interval,
+            kafka = options.kafka,
+            session_timeout_ms = options.session_timeout_ms,
         );
         std::fs::write(&config, text).expect("write config");
         Self::launch(stack, &config, port, &name, options)
