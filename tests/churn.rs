@@ -270,6 +270,21 @@ async fn churn_delivers_every_record_and_commits_never_move_backwards() {
     assert_eq!(churned.per_cycle.len(), 6);
 }
 
+/// The same churn with logingest's default assignment strategy,
+/// cooperative-sticky: for a real Kafka cluster. tansu 0.6 stops assigning
+/// partitions under this churn in some runs, with plain librdkafka
+/// consumers too (README, local-stack caveats).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "tansu 0.6 stalls under cooperative churn; run against a real Kafka"]
+async fn churn_cooperative_sticky() {
+    let options = Options {
+        commit_interval: "1s",
+        ..Options::default()
+    };
+    let churned = churn(6, options).await;
+    assert_eq!(churned.per_cycle.len(), 6);
+}
+
 /// What a hand-over without a final commit costs — a member killed (-9),
 /// or a broker that refuses the revoking member's commit
 /// (`IllegalGeneration`; librdkafka's own commit of revoked partitions is
