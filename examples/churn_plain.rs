@@ -26,6 +26,8 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 type Owned = Arc<Mutex<BTreeMap<String, BTreeSet<(String, i32)>>>>;
+/// The offsets read, per partition.
+type Read = Arc<Mutex<BTreeMap<(String, i32), BTreeSet<i64>>>>;
 
 struct Ctx {
     name: String,
@@ -75,7 +77,7 @@ fn member(
     name: String,
     topics: Vec<String>,
     owned: Owned,
-    read: Arc<Mutex<BTreeMap<(String, i32), BTreeSet<i64>>>>,
+    read: Read,
     stop: Arc<AtomicBool>,
     start: Instant,
 ) -> thread::JoinHandle<()> {
@@ -158,7 +160,7 @@ fn main() {
         .set("auto.offset.reset", "earliest")
         .set("auto.commit.interval.ms", "200");
     let owned: Owned = Arc::default();
-    let read: Arc<Mutex<BTreeMap<(String, i32), BTreeSet<i64>>>> = Arc::default();
+    let read: Read = Arc::default();
     let names = ["m0", "m1"];
     let mut members: Vec<(Arc<AtomicBool>, thread::JoinHandle<()>)> = names
         .iter()

@@ -218,7 +218,7 @@ async fn churn(cycles: usize, options: Options) -> Churned {
             d.redelivered
         );
     }
-    let samples = samples.lock().expect("samples");
+    let samples = std::mem::take(&mut *samples.lock().expect("samples"));
     eprintln!(
         "commit samples: {}; distinct committed values per partition: {:?}",
         samples.samples,
@@ -235,7 +235,7 @@ async fn churn(cycles: usize, options: Options) -> Churned {
         samples.backwards
     );
     eprintln!("redelivered writes per cycle: {per_cycle:?}, in all {total}");
-    let (mut revoked, mut refused) = (0, 0);
+    let (mut revoked, mut refused, mut ack_failed) = (0, 0, 0);
     for entry in std::fs::read_dir(stack.dir.path())
         .expect("stack dir")
         .flatten()
@@ -245,9 +245,13 @@ async fn churn(cycles: usize, options: Options) -> Churned {
             let log = std::fs::read_to_string(entry.path()).unwrap_or_default();
             revoked += log.matches("partitions revoked").count();
             refused += log.matches("commit of revoked partitions failed").count();
+            ack_failed += log.matches("commit of acknowledged offsets failed").count();
         }
     }
-    eprintln!("revocations logged: {revoked}; revoke commits refused: {refused}");
+    eprintln!(
+        "revocations logged: {revoked}; revoke commits refused: {refused}; \
+         commits on acknowledgement failed: {ack_failed}"
+    );
     for m in &mut members {
         let status = m.terminate(Duration::from_secs(40)).await;
         assert!(status.success(), "exit {status}");
