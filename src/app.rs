@@ -26,8 +26,13 @@ use crate::sink::template::Templates;
 use crate::sink::{self, Sink, SinkParts};
 
 /// Runs the daemon until a termination signal, then drains and exits.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let instance = config.instance.resolved_id();
+    // Static membership's id, once: the host name must not be looked up
+    // again later.
+    config.kafka.instance_id = config.kafka.group_instance_id(&config.instance, || {
+        gethostname::gethostname().to_string_lossy().into_owned()
+    });
     run_instance(config, &instance)
         .instrument(info_span!("logingest", instance = %instance))
         .await
@@ -111,6 +116,10 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
     let group_cancel = CancellationToken::new();
     let group_thread = consumer::spawn_group_thread(consumer.clone(), group_cancel.clone())
         .context("cannot start the Kafka group thread")?;
+    let committer = consumer.context().committer.clone();
+    let _commit_thread =
+        crate::kafka::committer::spawn_commit_thread(Arc::downgrade(&consumer), committer.clone())
+            .context("cannot start the Kafka commit thread")?;
 
     let (publish, registry_rx) = watch::channel(None);
     let watcher = RegistryWatcher::new(
@@ -150,6 +159,7 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
         kafka = ?config.kafka.brokers,
         elasticsearch = %config.elasticsearch.urls(),
         group = %config.kafka.group_id,
+        group_instance_id = ?config.kafka.instance_id,
         memory_budget = budget.limit(),
         "logingest started"
     );
@@ -193,6 +203,8 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
     }
     prober_cancel.cancel();
     let _ = prober.await;
+    // No more commits on acknowledgement: the final one below covers them.
+    committer.stop();
     // Everything acknowledged was stored; commit it before leaving the group.
     let closing = consumer.clone();
     let commit =

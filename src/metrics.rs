@@ -290,6 +290,9 @@ pub struct Metrics {
     pub rebalances: Family<RebalanceLabel, Counter>,
     /// Offset commits the group coordinator refused or that failed.
     pub commit_failures: Counter,
+    /// Commits of stored offsets made because chunks were acknowledged
+    /// (coalesced and paced; the periodic commit is not counted).
+    pub ack_commits: Counter,
     /// Errors reported by the Kafka client.
     pub kafka_errors: Counter,
 }
@@ -339,6 +342,7 @@ impl Metrics {
             topic_stop_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             rebalances: Family::default(),
             commit_failures: Counter::default(),
+            ack_commits: Counter::default(),
             kafka_errors: Counter::default(),
         };
         let info = Family::<InstanceLabel, Gauge>::default();
@@ -396,6 +400,7 @@ impl Metrics {
             "topic_stop_duration_seconds" => topic_stop_duration, "From a topic's removal to all its partition tasks stopped";
             "rebalances" => rebalances, "Consumer group rebalance events";
             "commit_failures" => commit_failures, "Offset commits that failed";
+            "ack_commits" => ack_commits, "Commits of acknowledged offsets made as chunks were acknowledged (coalesced, at most one in flight, 200 ms apart at least)";
             "kafka_errors" => kafka_errors, "Errors reported by the Kafka client";
         }
         m

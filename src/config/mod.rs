@@ -177,6 +177,28 @@ impl InstanceConfig {
     }
 }
 
+impl KafkaConfig {
+    /// The `group.instance.id` to join with: `None` without static
+    /// membership; else `kafka.instance_id`, `instance.id`, or `hostname()`
+    /// — never the default `instance.id` (`<hostname>-<pid>`), which
+    /// changes at every restart.
+    pub fn group_instance_id(
+        &self,
+        instance: &InstanceConfig,
+        hostname: impl FnOnce() -> String,
+    ) -> Option<String> {
+        if !self.static_membership {
+            return None;
+        }
+        Some(
+            self.instance_id
+                .clone()
+                .or_else(|| instance.id.clone())
+                .unwrap_or_else(hostname),
+        )
+    }
+}
+
 /// `[etcd]`: the topic registry.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -275,10 +297,10 @@ pub struct KafkaConfig {
     /// [`Config::parse`]). Printed as `drain_timeout`.
     #[serde(rename = "drain_timeout", with = "humantime_serde", skip_deserializing)]
     pub drain_timeout: Duration,
-    /// Static group membership: use `instance.id` as `group.instance.id`,
-    /// so a restarted instance gets its partitions back without a rebalance
-    /// (StatefulSets). Requires an explicit `instance.id`, unique in the
-    /// fleet.
+    /// Static group membership (KIP-345): the member joins with a
+    /// `group.instance.id` (`kafka.instance_id`), so an instance restarted
+    /// within `session.timeout.ms` gets its partitions back and the other
+    /// members see no rebalance (StatefulSets, systemd restarts).
     pub static_membership: bool,
     /// A partition whose task holds records after its acknowledged offset
     /// and whose acknowledged offset has not moved for this long is
@@ -286,6 +308,12 @@ pub struct KafkaConfig {
     /// `/readyz` with `http.unready_on_stuck`).
     #[serde(with = "humantime_serde")]
     pub stuck_after: Duration,
+    /// The `group.instance.id` of static membership: stable across
+    /// restarts, unique in the group. Default: `instance.id` when it is set
+    /// (or `LOGINGEST_INSTANCE_ID`, e.g. a pod name), else the host name.
+    /// Instances sharing a host must set distinct ids: the broker fences
+    /// the older of two members with one id.
+    pub instance_id: Option<String>,
     /// TLS to the brokers (`security.protocol` SSL, or SASL_SSL with
     /// `[kafka.sasl]`). The section's presence turns TLS on.
     pub tls: Option<KafkaTlsConfig>,
@@ -308,6 +336,7 @@ impl Default for KafkaConfig {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             static_membership: false,
             stuck_after: Duration::from_secs(120),
+            instance_id: None,
             tls: None,
             sasl: None,
             options: BTreeMap::new(),
@@ -327,6 +356,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("drain_timeout", &self.drain_timeout)
             .field("static_membership", &self.static_membership)
             .field("stuck_after", &self.stuck_after)
+            .field("instance_id", &self.instance_id)
             .field("tls", &self.tls)
             .field("sasl", &self.sasl)
             .field("options", &redacted_options(&self.options))

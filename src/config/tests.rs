@@ -74,21 +74,51 @@ fn drain_timeout_must_fit_in_session() {
 }
 
 #[test]
-fn static_membership_needs_an_explicit_id() {
+fn static_membership_ids_default_to_instance_id_then_host_name() {
+    let host = || "node-7".to_string();
+    // Host name: stable across restarts, unlike the default instance.id.
     let c = Config::parse("[kafka]\nstatic_membership = true\n").unwrap();
-    assert!(c
-        .validate()
-        .unwrap_err()
-        .to_string()
-        .contains("instance.id"));
+    c.validate().unwrap();
+    assert_eq!(
+        c.kafka.group_instance_id(&c.instance, host).as_deref(),
+        Some("node-7")
+    );
     let c =
         Config::parse("[instance]\nid = \"pod-0\"\n[kafka]\nstatic_membership = true\n").unwrap();
     c.validate().unwrap();
     assert_eq!(c.instance.resolved_id(), "pod-0");
+    assert_eq!(
+        c.kafka.group_instance_id(&c.instance, host).as_deref(),
+        Some("pod-0")
+    );
+    let c = Config::parse(
+        "[instance]\nid = \"pod-0\"\n[kafka]\nstatic_membership = true\ninstance_id = \"node-7-a\"\n",
+    )
+    .unwrap();
+    c.validate().unwrap();
+    assert_eq!(
+        c.kafka.group_instance_id(&c.instance, host).as_deref(),
+        Some("node-7-a")
+    );
+    let c = Config::parse("[instance]\nid = \"pod-0\"\n").unwrap();
+    assert_eq!(c.kafka.group_instance_id(&c.instance, host), None);
     assert!(Config::default()
         .instance
         .resolved_id()
         .ends_with(&format!("-{}", std::process::id())));
+    // An id without static membership is a mistake; an empty one too.
+    let err = Config::parse("[kafka]\ninstance_id = \"a\"\n")
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("kafka.static_membership"), "{err}");
+    let err = Config::parse("[kafka]\nstatic_membership = true\ninstance_id = \" \"\n")
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("must not be empty"), "{err}");
 }
 
 #[test]

@@ -14,7 +14,7 @@ pub const OWNED_OPTIONS: &[(&str, &str)] = &[
     ("group.id", "use kafka.group_id"),
     (
         "group.instance.id",
-        "use kafka.static_membership = true with instance.id",
+        "use kafka.static_membership = true (and kafka.instance_id)",
     ),
     (
         "enable.auto.commit",
@@ -105,10 +105,15 @@ impl Config {
                 return invalid("instance.id must not be empty".into());
             }
         }
-        if self.kafka.static_membership && self.instance.id.is_none() {
-            return invalid(
-                "kafka.static_membership needs an explicit instance.id (or LOGINGEST_INSTANCE_ID), unique in the fleet".into(),
-            );
+        if let Some(id) = &self.kafka.instance_id {
+            if id.trim().is_empty() {
+                return invalid("kafka.instance_id must not be empty".into());
+            }
+            if !self.kafka.static_membership {
+                return invalid(
+                    "kafka.instance_id is the group.instance.id of static membership: set kafka.static_membership = true or remove it".into(),
+                );
+            }
         }
         for (key, reason) in OWNED_OPTIONS {
             if self.kafka.options.contains_key(*key) {

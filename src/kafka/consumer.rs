@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::assignment::Assignment;
+use super::committer::{Committer, MIN_INTERVAL};
 use super::status::StatusBoard;
 use crate::config::{KafkaConfig, StartFrom};
 use crate::health::{Heartbeat, BEAT_INTERVAL};
@@ -98,6 +99,8 @@ pub struct GroupContext {
     /// Beaten by the group thread's loop.
     pub heartbeat: Arc<Heartbeat>,
     metrics: Metrics,
+    /// Commits on acknowledgement, served by the `kafka-commit` thread.
+    pub committer: Arc<Committer>,
 }
 
 fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
@@ -181,6 +184,32 @@ impl GroupContext {
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<TopicPartition, Arc<Assignment>>> {
         self.assignments.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Asks the `kafka-commit` thread to commit the stored offsets soon
+    /// (coalesced, paced; never blocks).
+    pub fn request_commit(&self) {
+        self.committer.request();
+    }
+
+    /// The offset stored through each open assignment.
+    pub fn stored_offsets(&self) -> Vec<(TopicPartition, i64)> {
+        self.lock_assignments()
+            .iter()
+            .filter_map(|(tp, a)| Some((tp.clone(), a.stored()?)))
+            .collect()
+    }
+
+    /// Records committed offsets on the status board.
+    pub fn record_committed(&self, offsets: &[(TopicPartition, i64)]) {
+        for (tp, next) in offsets {
+            self.board.set_committed(&tp.topic, tp.partition, *next);
+        }
     }
 
     fn on_assign(&self, tpl: &TopicPartitionList) {
@@ -331,7 +360,12 @@ pub fn client_config(config: &KafkaConfig, instance_id: &str, prefetch: Prefetch
     }
     super::security::apply_connection(config, &mut cfg);
     if config.static_membership {
-        cfg.set("group.instance.id", instance_id);
+        // Resolved at start-up (`KafkaConfig::group_instance_id`); the
+        // instance id otherwise.
+        cfg.set(
+            "group.instance.id",
+            config.instance_id.as_deref().unwrap_or(instance_id),
+        );
     }
     cfg.set("bootstrap.servers", config.brokers.join(","))
         .set("group.id", &config.group_id)
@@ -384,6 +418,7 @@ pub fn create(
         generations: AtomicU64::new(0),
         heartbeat: Arc::new(Heartbeat::new("kafka group thread")),
         metrics,
+        committer: Arc::new(Committer::new(MIN_INTERVAL.min(config.commit_interval))),
     };
     let consumer: Arc<LogConsumer> =
         Arc::new(client_config(config, instance_id, prefetch).create_with_context(context)?);

@@ -789,7 +789,10 @@ impl PartitionTask {
         }
         if let Some(store) = state.tracker.ack(sent.id) {
             match self.assignment.store(&*self.consumer, store) {
-                Ok(()) => self.status.set_acknowledged(store.next),
+                Ok(()) => {
+                    self.status.set_acknowledged(store.next);
+                    self.consumer.context().request_commit();
+                }
                 Err(e @ StoreError::Fenced { .. }) => {
                     state.tracker.revoke();
                     debug!(partition = %state.tp, error = %e, "offset not stored: the partition was handed over");

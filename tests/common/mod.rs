@@ -976,8 +976,12 @@ pub struct Options {
     pub env: Vec<(&'static str, String)>,
     /// Extra lines of the `[http]` section.
     pub http: String,
+    /// `kafka.commit_interval`.
+    pub commit_interval: &'static str,
     /// Extra lines of the `[kafka]` section.
     pub kafka: String,
+    /// `session.timeout.ms` (milliseconds).
+    pub session_timeout_ms: u32,
 }
 
 impl Default for Options {
@@ -995,7 +999,9 @@ impl Default for Options {
             kafka_options: String::new(),
             env: Vec::new(),
             http: String::new(),
+            commit_interval: "200ms",
             kafka: String::new(),
+            session_timeout_ms: 6000,
         }
     }
 }
@@ -1055,12 +1061,12 @@ endpoints = ["{etcd}"]
 [kafka]
 brokers = ["{brokers}"]
 group_id = "{group}"
-commit_interval = "200ms"
+commit_interval = "{commit_interval}"
 drain_timeout = "4s"
 {kafka}
 
 [kafka.options]
-"session.timeout.ms" = "6000"
+"session.timeout.ms" = "{session_timeout_ms}"
 "heartbeat.interval.ms" = "500"
 {kafka_options}
 
@@ -1099,7 +1105,9 @@ timeout = "15s"
             extra = options.extra,
             kafka_options = options.kafka_options,
             http = options.http,
+            commit_interval = options.commit_interval,
             kafka = options.kafka,
+            session_timeout_ms = options.session_timeout_ms,
         );
         std::fs::write(&config, text).expect("write config");
         Self::launch(stack, &config, port, &name, options)
