@@ -19,9 +19,16 @@ pub(crate) fn document(message: &str) -> Map<String, Json> {
     map
 }
 
+/// Compiled with a generous run-time limit: these tests check what
+/// programs do, and a debug build on a loaded machine can take longer than
+/// the 50 ms default (the first `parse_nginx_log` builds its regex). Tests
+/// of the limit set their own with `with_limits`.
 fn compile(source: &str) -> Transform {
     match Transform::compile(source) {
-        Ok(t) => t,
+        Ok(t) => t.with_limits(Limits {
+            max_run_time: Duration::from_secs(10),
+            ..Limits::default()
+        }),
         Err(e) => panic!("{source}: {e}\n{}", e.rendered()),
     }
 }
