@@ -300,6 +300,15 @@ pub enum Shaped {
     Refused(String),
 }
 
+/// One `otlp_json` document after the topic's transform.
+struct Part {
+    document: Map<String, Value>,
+    /// Where the transform routed it (`None`: the topic's index).
+    index: Option<String>,
+    /// The error of a failed run.
+    error: Option<String>,
+}
+
 /// How the reason of a record refused for a failed transform starts.
 pub const TRANSFORM_FAILED: &str = "transform failed: ";
 
@@ -548,7 +557,12 @@ impl Shaper {
                 Value::String(time.to_rfc3339_opts(SecondsFormat::Nanos, true)),
             );
             self.insert_kafka(&mut document, record);
-            let Some((document, index, error)) = self.transform_part(document, time) else {
+            let Some(Part {
+                document,
+                index,
+                error,
+            }) = self.transform_part(document, time)
+            else {
                 dropped += 1;
                 continue;
             };
@@ -608,15 +622,25 @@ impl Shaper {
         &mut self,
         mut document: Map<String, Value>,
         time: DateTime<Utc>,
-    ) -> Option<(Map<String, Value>, Option<String>, Option<String>)> {
+    ) -> Option<Part> {
         let template = &self.encoder.settings().template;
         let runner = match (&mut self.runner, &self.broken) {
             (Some(runner), _) => runner,
             (None, Some(error)) => {
                 transform::mark_failure(&mut document, error);
-                return Some((document, None, Some(error.clone())));
+                return Some(Part {
+                    document,
+                    index: None,
+                    error: Some(error.clone()),
+                });
             }
-            (None, None) => return Some((document, None, None)),
+            (None, None) => {
+                return Some(Part {
+                    document,
+                    index: None,
+                    error: None,
+                })
+            }
         };
         // Kept for the rare routing into the dead-letter index.
         let original = self.protected_index.is_some().then(|| document.clone());
@@ -630,13 +654,21 @@ impl Shaper {
                 );
                 let mut document = original.unwrap_or_default();
                 transform::mark_failure(&mut document, &error);
-                Some((document, None, Some(error)))
+                Some(Part {
+                    document,
+                    index: None,
+                    error: Some(error),
+                })
             }
             Applied::Index {
                 document,
                 index,
                 error,
-            } => Some((document, Some(index), error)),
+            } => Some(Part {
+                document,
+                index: Some(index),
+                error,
+            }),
         }
     }
 
