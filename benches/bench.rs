@@ -8,7 +8,11 @@
 //! * `osmem-direct` and `osmem`: osmem-server fed directly with the
 //!   documents logingest writes, and logingest against osmem-server;
 //! * `p64` and `x5`: logingest against the instant endpoint with 64
-//!   partitions, and with a backlog 5× larger.
+//!   partitions, and with a backlog 5× larger;
+//! * `otlp` (not in the default selection): logingest against the instant
+//!   endpoint, `format = "otlp_json"`, records that are OTLP/JSON logs
+//!   requests of one log record each (the body is the instant row's line):
+//!   the cost per document of decoding OTLP against plain lines.
 //!
 //! For each row: docs/s overall (from the process's start) and after the
 //! first document, CPU time of the measured process (user + system from
@@ -79,6 +83,9 @@ enum Backlog {
     P64,
     /// `X5 × LINES` lines over `PARTITIONS` partitions.
     X5,
+    /// `LINES` OTLP/JSON logs requests of one log record each (the body is
+    /// the `Main` backlog's line) over `PARTITIONS` partitions.
+    Otlp,
 }
 
 /// Where logingest sends its documents.
@@ -204,6 +211,15 @@ const ROWS: &[Row] = &[
         registry: r#"{"transform": ". = merge(., parse_nginx_log!(.message, \"combined\"))"}"#,
         default: true,
     },
+    Row {
+        name: "otlp",
+        about: "logingest -> instant endpoint, format otlp_json: records are OTLP/JSON logs requests of one log record (body: the instant row's line)",
+        backlog: Backlog::Otlp,
+        kind: Kind::Logingest(Sink::Instant),
+        toml: "",
+        registry: r#"{"format": "otlp_json"}"#,
+        default: false,
+    },
 ];
 
 /// Selection aliases: `ROWS=osmem` means both osmem rows.
@@ -307,6 +323,7 @@ impl Settings {
             Backlog::Osmem => (self.partitions, self.osmem_lines),
             Backlog::P64 => (self.p64, self.lines),
             Backlog::X5 => (self.partitions, self.lines * self.x5),
+            Backlog::Otlp => (self.partitions, self.lines),
         }
     }
 
@@ -579,6 +596,7 @@ impl Bench {
                 partitions,
                 lines,
                 self.settings.size,
+                backlog == Backlog::Otlp,
             );
             let after = self.tansu_pid.and_then(procfs::rss).unwrap_or(0);
             if after > before {
@@ -1251,6 +1269,14 @@ fn print_ratios(results: &[(&Row, Measured)]) {
                 "  x5 / instant   peak RSS {} / {} MiB (memory must not move with the backlog)",
                 b >> 20,
                 a >> 20
+            );
+        }
+    }
+    if let (Some(i), Some(o)) = (get("instant"), get("otlp")) {
+        if let (Some(a), Some(b)) = (i.us_per_doc(), o.us_per_doc()) {
+            println!(
+                "  otlp / instant logingest CPU µs/doc {b:.2} / {a:.2} = {:.2} (an OTLP/JSON request of one log record against a plain line)",
+                b / a
             );
         }
     }

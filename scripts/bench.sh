@@ -7,6 +7,9 @@
 #   osmem         logingest -> osmem-server
 #   p64           logingest -> instant endpoint, 64 partitions
 #   x5            logingest -> instant endpoint, a backlog 5x larger
+#   otlp          logingest -> instant endpoint, format otlp_json (OTLP/JSON requests of one
+#                 log record each), not in the default selection:
+#                 LINES=200000 ROWS=instant,otlp scripts/bench.sh
 # and prints a table (docs/s overall and after the first document, CPU
 # seconds and µs per document of the measured process, peak RSS, documents
 # per request, bytes sent, the sink's and the broker's CPU), the ratios and

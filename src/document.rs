@@ -8,6 +8,12 @@
 //!   (the `kafka_fields` setting chooses which); with `"format": "json"` the
 //!   line's own fields too.
 //!
+//! With `"format": "otlp_json"` a record is an OpenTelemetry logs request
+//! ([`otlp`]) and makes one document per log record, `_id`
+//! `<topic>-<partition>-<offset>-<n>` (`n` from 0, in request order), all in
+//! the record's chunk: its offset is acknowledged once all of them are
+//! stored or dead-lettered.
+//!
 //! Plain text lines go straight to the encoder's fast path; JSON lines are
 //! built as objects. A per-topic transform ([`crate::transform`]), when
 //! set, runs on the object between shaping and encoding: it may change the
@@ -28,6 +34,8 @@ use crate::topic::{
     HeadersMode, LineFormat, TimestampFormat, TopicPartition, TopicSettings, TransformFailure,
 };
 use crate::transform::{self, Applied, Runner};
+
+pub mod otlp;
 
 /// The parts of a Kafka record that end up in a document.
 #[derive(Debug, Clone, Copy)]
@@ -282,11 +290,23 @@ pub enum Shaped {
     /// The transform failed and the topic says `transform_failure =
     /// "drop"`: nothing in the chunk, its offset advances.
     TransformFailedDropped(String),
+    /// The record holds nothing to index (an `otlp_json` request without
+    /// log records): nothing in the chunk, its offset advances.
+    Empty,
     /// The record must not be indexed (with why; nothing is in the chunk):
     /// the caller hands it to [`ChunkBuilder::refuse`] so that it is
     /// dead-lettered. A failed transform under `transform_failure =
     /// "dead_letter"` starts its reason with [`TRANSFORM_FAILED`].
     Refused(String),
+}
+
+/// One `otlp_json` document after the topic's transform.
+struct Part {
+    document: Map<String, Value>,
+    /// Where the transform routed it (`None`: the topic's index).
+    index: Option<String>,
+    /// The error of a failed run.
+    error: Option<String>,
 }
 
 /// How the reason of a record refused for a failed transform starts.
@@ -347,7 +367,9 @@ impl Shaper {
         let kafka_time = timestamp(record.timestamp_ms, now);
         let (mut doc, time) = match self.settings().format {
             LineFormat::Json => json_source(self.settings(), record, kafka_time),
-            LineFormat::Text => {
+            // Only a transform's fallback (`otlp_json` records are shaped by
+            // `write_otlp`): the value as text.
+            LineFormat::Text | LineFormat::OtlpJson => {
                 let mut doc = Map::new();
                 let message = record.value.map(text).unwrap_or_default();
                 doc.insert("message".into(), Value::String(message.into_owned()));
@@ -359,6 +381,13 @@ impl Shaper {
             "@timestamp".into(),
             Value::String(time.to_rfc3339_opts(SecondsFormat::Millis, true)),
         );
+        self.insert_kafka(&mut doc, record);
+        (doc, time)
+    }
+
+    /// Sets (or removes) the document's `kafka` object: logingest's fields
+    /// win over same-named fields of the record.
+    fn insert_kafka(&self, doc: &mut Map<String, Value>, record: &Record<'_>) {
         let mut kafka = self
             .encoder
             .kafka_value(&self.partition, record.offset, record.key);
@@ -375,7 +404,6 @@ impl Shaper {
                 doc.remove("kafka");
             }
         }
-        (doc, time)
     }
 
     /// A transform's routing into the protected index is a failure: the
@@ -418,6 +446,7 @@ impl Shaper {
         let mark = chunk.mark();
         let mut shaped = Shaped::Written;
         let result = match self.settings().format {
+            LineFormat::OtlpJson => return self.write_otlp(chunk, record, now),
             _ if self.runner.is_some() || self.broken.is_some() => {
                 let (document, time) = self.object(record, now);
                 let template = &self.encoder.settings().template;
@@ -502,6 +531,150 @@ impl Shaper {
                 chunk.rollback(mark);
                 Err(e)
             }
+        }
+    }
+
+    /// Writes the documents of an `otlp_json` record, one per log record, or
+    /// refuses the record (its value does not decode, or its transform
+    /// failed under `transform_failure = "dead_letter"`) with nothing of it
+    /// in the chunk. The topic's transform runs once per log record.
+    fn write_otlp(
+        &mut self,
+        chunk: &mut ChunkBuilder,
+        record: &Record<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Shaped, ShapeError> {
+        let logs = match otlp::decode(record.value.unwrap_or_default()) {
+            Ok(logs) if logs.is_empty() => return Ok(Shaped::Empty),
+            Ok(logs) => logs,
+            Err(e) => return Ok(Shaped::Refused(e.to_string())),
+        };
+        let kafka_time = timestamp(record.timestamp_ms, now);
+        // Every document is built (and transformed) before any is written:
+        // a record is refused whole or written whole.
+        let mut documents = Vec::with_capacity(logs.len());
+        let (mut dropped, mut failure, mut failure_dropped) = (0, None, false);
+        for (part, log) in logs.into_iter().enumerate() {
+            let part = u32::try_from(part).unwrap_or(u32::MAX);
+            let time = log.time.unwrap_or(kafka_time);
+            let mut document = log.fields;
+            document.insert(
+                "@timestamp".into(),
+                Value::String(time.to_rfc3339_opts(SecondsFormat::Nanos, true)),
+            );
+            self.insert_kafka(&mut document, record);
+            let Some(Part {
+                document,
+                index,
+                error,
+            }) = self.transform_part(document, time)
+            else {
+                dropped += 1;
+                continue;
+            };
+            if let Some(error) = error {
+                let error = format!("log record {part}: {error}");
+                match self.settings().transform_failure {
+                    TransformFailure::Index => {}
+                    TransformFailure::Drop => {
+                        failure_dropped = true;
+                        failure.get_or_insert(error);
+                        continue;
+                    }
+                    TransformFailure::DeadLetter => {
+                        return Ok(Shaped::Refused(format!("{TRANSFORM_FAILED}{error}")));
+                    }
+                }
+                failure.get_or_insert(error);
+            }
+            documents.push((part, time, index, document));
+        }
+        let raw = RawRecord {
+            offset: record.offset,
+            key: record.key,
+            value: record.value,
+            timestamp_ms: record.timestamp_ms,
+        };
+        for (part, time, index, document) in &documents {
+            let mark = chunk.mark();
+            let body = chunk.body_mut();
+            self.encoder.write_part_action(
+                body,
+                record.offset,
+                Some(*part),
+                *time,
+                index.as_deref(),
+            );
+            if let Err(e) = self.encoder.write_object_source(body, document) {
+                chunk.rollback(mark);
+                return Err(e.into());
+            }
+            chunk.commit_part(mark, raw, *part);
+        }
+        Ok(match failure {
+            _ if documents.is_empty() && failure_dropped => {
+                Shaped::TransformFailedDropped(failure.unwrap_or_default())
+            }
+            _ if documents.is_empty() && dropped > 0 => Shaped::Dropped,
+            Some(error) => Shaped::TransformFailed(error),
+            None => Shaped::Written,
+        })
+    }
+
+    /// One `otlp_json` document through the topic's transform, if any:
+    /// `None` when the program dropped it, else the document, the index it
+    /// was routed to (`None`: the topic's), and the error of a failed run.
+    fn transform_part(
+        &mut self,
+        mut document: Map<String, Value>,
+        time: DateTime<Utc>,
+    ) -> Option<Part> {
+        let template = &self.encoder.settings().template;
+        let runner = match (&mut self.runner, &self.broken) {
+            (Some(runner), _) => runner,
+            (None, Some(error)) => {
+                transform::mark_failure(&mut document, error);
+                return Some(Part {
+                    document,
+                    index: None,
+                    error: Some(error.clone()),
+                });
+            }
+            (None, None) => {
+                return Some(Part {
+                    document,
+                    index: None,
+                    error: None,
+                })
+            }
+        };
+        // Kept for the rare routing into the dead-letter index.
+        let original = self.protected_index.is_some().then(|| document.clone());
+        match runner.apply(template, document, time) {
+            Applied::Drop { .. } => None,
+            Applied::Index {
+                index, error: None, ..
+            } if self.protected_index.as_deref() == Some(index.as_str()) => {
+                let error = format!(
+                    "%index {index:?} is the dead-letter index; transforms may not route into it"
+                );
+                let mut document = original.unwrap_or_default();
+                transform::mark_failure(&mut document, &error);
+                Some(Part {
+                    document,
+                    index: None,
+                    error: Some(error),
+                })
+            }
+            Applied::Index {
+                document,
+                index,
+                error,
+            } => Some(Part {
+                document,
+                index: Some(index),
+                error,
+            }),
         }
     }
 
@@ -737,5 +910,98 @@ mod tests {
         );
         let (_, source) = entry_with(&s, record(Some(br#"{"ts": 1700000}"#), None));
         assert_eq!(source["@timestamp"], "1970-01-20T16:13:20.000Z");
+    }
+
+    /// Shapes `value` on an `otlp_json` topic: the outcome and the lines.
+    fn otlp_entries(extra: &str, value: &[u8]) -> (Shaped, Vec<(Value, Value)>, ChunkBuilder) {
+        let s = settings(&format!(r#"{{"format": "otlp_json"{extra}}}"#));
+        let tp = TopicPartition::new("nginx", 12);
+        let mut shaper = Shaper::new(Arc::new(s), tp.clone());
+        let mut chunk = ChunkBuilder::new(tp, 1, 0);
+        let now = DateTime::from_timestamp_millis(1_700_000_000_000).unwrap();
+        let shaped = shaper
+            .write(&mut chunk, &record(Some(value), Some(b"k")), now)
+            .unwrap();
+        let text = String::from_utf8(chunk.body_mut().clone()).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let pairs = lines
+            .chunks(2)
+            .map(|p| (p[0].clone(), p[1].clone()))
+            .collect();
+        (shaped, pairs, chunk)
+    }
+
+    const TWO_LOGS: &str = r#"{"resourceLogs": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "cart"}}]},
+        "scopeLogs": [{"scope": {"name": "s"}, "logRecords": [
+            {"timeUnixNano": "1704164645678901234", "body": {"stringValue": "first"}},
+            {"body": {"stringValue": "second"}, "severityText": "WARN"}]}]}]}"#;
+
+    #[test]
+    fn otlp_records_make_one_document_per_log_record() {
+        let (shaped, entries, chunk) = otlp_entries("", TWO_LOGS.as_bytes());
+        assert_eq!(shaped, Shaped::Written);
+        assert_eq!(chunk.len(), 2);
+        let ids: Vec<&Value> = entries.iter().map(|(a, _)| &a["index"]["_id"]).collect();
+        assert_eq!(ids, [&json!("nginx-12-3-0"), &json!("nginx-12-3-1")]);
+        assert_eq!(
+            entries[0].1,
+            json!({
+                "@timestamp": "2024-01-02T03:04:05.678901234Z",
+                "message": "first",
+                "resource": {"attributes": {"service.name": "cart"}},
+                "scope": {"name": "s"},
+                "kafka": {"topic": "nginx", "partition": 12, "offset": 3, "key": "k"}
+            })
+        );
+        // No time of its own: the Kafka timestamp.
+        assert_eq!(entries[1].1["@timestamp"], "2020-09-13T12:26:40.123000000Z");
+        assert_eq!(entries[1].1["severity_text"], "WARN");
+        assert_eq!(
+            crate::topic::part_document_id("nginx", 12, 3, 1),
+            "nginx-12-3-1"
+        );
+    }
+
+    #[test]
+    fn otlp_values_that_do_not_decode_are_refused_and_empty_requests_write_nothing() {
+        let (shaped, entries, _) = otlp_entries("", b"GET / 200");
+        assert!(
+            matches!(&shaped, Shaped::Refused(r) if r.starts_with("not an otlp_json logs request: ")),
+            "{shaped:?}"
+        );
+        assert!(entries.is_empty());
+        let bad_id =
+            br#"{"resourceLogs": [{"scopeLogs": [{"logRecords": [{}, {"spanId": "zz"}]}]}]}"#;
+        let (shaped, entries, chunk) = otlp_entries("", bad_id);
+        assert_eq!(
+            shaped,
+            Shaped::Refused(
+                "invalid otlp_json value at resourceLogs[0].scopeLogs[0].logRecords[1]: spanId \"zz\" is not 16 hex digits"
+                    .into()
+            )
+        );
+        assert!(entries.is_empty() && chunk.is_empty(), "refused whole");
+        let (shaped, entries, _) = otlp_entries("", br#"{"resourceLogs": []}"#);
+        assert_eq!((shaped, entries.len()), (Shaped::Empty, 0));
+    }
+
+    #[test]
+    fn otlp_transforms_run_per_log_record() {
+        let drop_warn = r#", "transform": "if .severity_text == \"WARN\" { abort }; .seen = true""#;
+        let (shaped, entries, _) = otlp_entries(drop_warn, TWO_LOGS.as_bytes());
+        assert_eq!(shaped, Shaped::Written);
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].0["index"]["_id"], "nginx-12-3-0");
+        assert_eq!(entries[0].1["seen"], true);
+        let failing = r#", "transform": "if .message == \"first\" { .x = parse_json!(.message) }", "transform_failure": "dead_letter""#;
+        let (shaped, entries, _) = otlp_entries(failing, TWO_LOGS.as_bytes());
+        assert!(
+            matches!(&shaped, Shaped::Refused(r) if r.starts_with("transform failed: log record 0: ")),
+            "{shaped:?}"
+        );
+        assert!(entries.is_empty(), "a record is refused whole");
     }
 }

@@ -64,6 +64,12 @@ pub fn document_id(topic: &str, partition: i32, offset: i64) -> String {
     format!("{topic}-{partition}-{offset}")
 }
 
+/// The `_id` of the `part`th document (from 0) of a record that makes
+/// several (`format = "otlp_json"`: one per log record, in request order).
+pub fn part_document_id(topic: &str, partition: i32, offset: i64, part: u32) -> String {
+    format!("{topic}-{partition}-{offset}-{part}")
+}
+
 /// Checks a Kafka topic name (the broker's own rules).
 pub fn validate_topic(topic: &str) -> Result<(), NameError> {
     let legal = !topic.is_empty()
@@ -190,6 +196,12 @@ pub enum LineFormat {
     /// The value is a JSON object whose fields become document fields; a
     /// value that is not one is indexed as text and tagged.
     Json,
+    /// The value is an OpenTelemetry `ExportLogsServiceRequest` in OTLP/JSON:
+    /// one document per log record, `_id` `<topic>-<partition>-<offset>-<n>`
+    /// (see `document::otlp`); a value that is not one is refused
+    /// and dead-lettered.
+    #[serde(rename = "otlp_json")]
+    OtlpJson,
 }
 
 /// How a `timestamp_field` value is read.

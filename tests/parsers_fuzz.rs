@@ -927,3 +927,141 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// OTLP/JSON logs requests (`format = "otlp_json"`)
+// ---------------------------------------------------------------------------
+
+/// An OTLP `AnyValue`, mostly well-formed, sometimes of the wrong type.
+fn otlp_any_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        interesting_string().prop_map(|s| json!({"stringValue": s})),
+        any::<bool>().prop_map(|b| json!({"boolValue": b})),
+        any::<i64>().prop_map(|i| json!({"intValue": i.to_string()})),
+        any::<i64>().prop_map(|i| json!({"intValue": i})),
+        any::<f64>().prop_map(|f| json!({"doubleValue": f})),
+        select(vec!["NaN", "Infinity", "-Infinity", "1e400", "x"])
+            .prop_map(|s| json!({"doubleValue": s})),
+        "[A-Za-z0-9+/=!]{0,12}".prop_map(|b| json!({"bytesValue": b})),
+        Just(json!({})),
+        json_value().prop_map(|v| json!({"intValue": v})),
+        json_value(),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            vec(inner.clone(), 0..6).prop_map(|values| json!({"arrayValue": {"values": values}})),
+            vec((interesting_string(), inner), 0..6).prop_map(|kvs| {
+                let values: Vec<Value> = kvs
+                    .into_iter()
+                    .map(|(key, value)| json!({"key": key, "value": value}))
+                    .collect();
+                json!({"kvlistValue": {"values": values}})
+            }),
+        ]
+    })
+}
+
+fn otlp_log_record() -> impl Strategy<Value = Value> {
+    let time = prop_oneof![
+        any::<u64>().prop_map(|t| Value::String(t.to_string())),
+        any::<u64>().prop_map(Value::from),
+        json_value(),
+    ];
+    let id = prop_oneof!["[0-9a-fA-F]{0,40}", interesting_string()];
+    (
+        time.clone(),
+        time,
+        otlp_any_value(),
+        vec((interesting_string(), otlp_any_value()), 0..4),
+        id.clone(),
+        id,
+        prop_oneof![any::<i32>().prop_map(Value::from), json_value()],
+    )
+        .prop_map(|(t, o, body, attributes, trace, span, severity)| {
+            let attributes: Vec<Value> = attributes
+                .into_iter()
+                .map(|(key, value)| json!({"key": key, "value": value}))
+                .collect();
+            json!({"timeUnixNano": t, "observedTimeUnixNano": o, "body": body,
+                "attributes": attributes, "traceId": trace, "spanId": span,
+                "severityNumber": severity})
+        })
+}
+
+/// A request of 0-2 resources × 0-2 scopes × 0-3 log records, then
+/// possibly mutated at one byte.
+fn otlp_request() -> impl Strategy<Value = Vec<u8>> {
+    let scope = (
+        otlp_any_value(),
+        vec(otlp_log_record(), 0..3),
+    )
+        .prop_map(|(attr, records)| {
+            json!({"scope": {"name": "s", "attributes": [{"key": "k", "value": attr}]}, "logRecords": records})
+        });
+    let resource = (
+        vec((interesting_string(), otlp_any_value()), 0..3),
+        vec(scope, 0..2),
+    )
+        .prop_map(|(attrs, scopes)| {
+            let attributes: Vec<Value> = attrs
+                .into_iter()
+                .map(|(key, value)| json!({"key": key, "value": value}))
+                .collect();
+            json!({"resource": {"attributes": attributes}, "scopeLogs": scopes})
+        });
+    (
+        vec(resource, 0..2),
+        any::<prop::sample::Index>(),
+        any::<u8>(),
+        0..4u8,
+    )
+        .prop_map(|(resources, at, byte, how)| {
+            let mut b = json!({"resourceLogs": resources}).to_string().into_bytes();
+            let i = at.index(b.len() + 1);
+            match how {
+                0 if i < b.len() => b[i] = byte,
+                1 => b.insert(i, byte),
+                2 => b.truncate(i),
+                _ => {}
+            }
+            b
+        })
+}
+
+proptest! {
+    #![proptest_config(proptest_config())]
+
+    /// The OTLP/JSON decoder and the shaping of an `otlp_json` record never
+    /// panic: a request decodes into documents that are all written, or is
+    /// refused whole with a reason.
+    #[test]
+    fn otlp_json_never_panics_and_is_written_or_refused_whole(
+        value in prop_oneof![4 => otlp_request(), 1 => arb_value()],
+    ) {
+        use logingest::document::{otlp, Record, Shaped, Shaper};
+        use logingest::sink::chunk::ChunkBuilder;
+        use logingest::topic::TopicPartition;
+
+        let decoded = otlp::decode(&value);
+        let settings = parse_topic_value("t", br#"{"format": "otlp_json"}"#).unwrap();
+        let tp = TopicPartition::new("t", 0);
+        let mut shaper = Shaper::new(std::sync::Arc::new(settings), tp.clone());
+        let mut chunk = ChunkBuilder::new(tp, 1, 0);
+        let record = Record { offset: 5, key: None, value: Some(&value), timestamp_ms: Some(0), headers: &[] };
+        let shaped = shaper.write(&mut chunk, &record, chrono::Utc::now()).unwrap();
+        match decoded {
+            Ok(documents) if documents.is_empty() => prop_assert_eq!(shaped, Shaped::Empty),
+            Ok(documents) => {
+                prop_assert_eq!(shaped, Shaped::Written);
+                prop_assert_eq!(chunk.len(), documents.len());
+                for document in &documents {
+                    prop_assert!(document.fields["message"].is_string());
+                }
+            }
+            Err(e) => {
+                prop_assert_eq!(shaped, Shaped::Refused(e.to_string()));
+                prop_assert!(chunk.is_empty());
+            }
+        }
+    }
+}

@@ -39,6 +39,41 @@ pub fn line(i: u64, size: usize, out: &mut Vec<u8>) {
     out.truncate(size.max(1));
 }
 
+/// Record `i` of the `otlp` backlog: an OTLP/JSON logs request (what the
+/// OpenTelemetry Collector's Kafka exporter writes with `encoding:
+/// otlp_json`) of one log record whose body is [`line`] `i`, with a
+/// resource (`service.name`, `host.name`), a scope, a time, a severity, two
+/// attributes and trace/span ids.
+pub fn otlp_line(i: u64, size: usize, out: &mut Vec<u8>) {
+    let mut body = Vec::with_capacity(size);
+    line(i, size, &mut body);
+    out.clear();
+    let _ = write!(
+        out,
+        "{{\"resourceLogs\":[{{\"resource\":{{\"attributes\":[\
+         {{\"key\":\"service.name\",\"value\":{{\"stringValue\":\"frontend\"}}}},\
+         {{\"key\":\"host.name\",\"value\":{{\"stringValue\":\"node-{}\"}}}}]}},\
+         \"scopeLogs\":[{{\"scope\":{{\"name\":\"nginx\"}},\"logRecords\":[{{\
+         \"timeUnixNano\":\"{}\",\"observedTimeUnixNano\":\"{}\",\
+         \"severityNumber\":9,\"severityText\":\"INFO\",\"body\":{{\"stringValue\":",
+        i % 16,
+        1_764_064_800_000_000_000u64 + i * 1_000_000,
+        1_764_064_800_000_000_000u64 + i * 1_000_000 + 500,
+    );
+    let _ = serde_json::to_writer(&mut *out, &String::from_utf8_lossy(&body));
+    let _ = write!(
+        out,
+        "}},\"attributes\":[{{\"key\":\"http.status_code\",\"value\":{{\"intValue\":\"{}\"}}}},\
+         {{\"key\":\"client.address\",\"value\":{{\"stringValue\":\"10.0.{}.{}\"}}}}],\
+         \"traceId\":\"{:032x}\",\"spanId\":\"{:016x}\"}}]}}]}}]}}",
+        [200, 304, 404, 500][(i % 4) as usize],
+        (i >> 8) & 255,
+        i & 255,
+        u128::from(i) * 0x9e37_79b9_7f4a_7c15 + 1,
+        i.wrapping_mul(0x9e37_79b9) | 1,
+    );
+}
+
 /// The partition line `i` goes to (round robin): with a fresh topic, line
 /// `i` is at offset `i / partitions` of partition `i % partitions`.
 pub fn partition_of(i: u64, partitions: u32) -> i32 {
@@ -72,9 +107,17 @@ impl ProducerContext for Deliveries {
 }
 
 /// Produces `lines` lines of `size` bytes round robin over `partitions`
-/// partitions of `topic`; returns how long it took, once every delivery is
+/// partitions of `topic` (with `otlp`, each line as the body of an
+/// [`otlp_line`] request); returns how long it took, once every delivery is
 /// confirmed. Panics when a delivery fails.
-pub fn produce(brokers: &str, topic: &str, partitions: u32, lines: u64, size: usize) -> Duration {
+pub fn produce(
+    brokers: &str,
+    topic: &str,
+    partitions: u32,
+    lines: u64,
+    size: usize,
+    otlp: bool,
+) -> Duration {
     let producer: BaseProducer<Deliveries> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "50")
@@ -89,7 +132,11 @@ pub fn produce(brokers: &str, topic: &str, partitions: u32, lines: u64, size: us
     let started = Instant::now();
     let mut buf = Vec::with_capacity(size + 64);
     for i in 0..lines {
-        line(i, size, &mut buf);
+        if otlp {
+            otlp_line(i, size, &mut buf);
+        } else {
+            line(i, size, &mut buf);
+        }
         let mut record = BaseRecord::<(), [u8]>::to(topic)
             .payload(&buf[..])
             .partition(partition_of(i, partitions));

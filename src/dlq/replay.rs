@@ -368,6 +368,13 @@ impl IndexTarget {
                     ))
                 }));
             }
+            Shaped::Empty => {
+                return Ok(Box::pin(async {
+                    Ok(Fate::NotReplayable(
+                        "an otlp_json request without log records".into(),
+                    ))
+                }));
+            }
             Shaped::TransformFailedDropped(error) | Shaped::Refused(error) => {
                 // Refused again before indexing: it stays a dead letter.
                 return Ok(Box::pin(async move { Ok(Fate::NotReplayable(error)) }));

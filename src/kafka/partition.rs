@@ -662,7 +662,9 @@ impl PartitionTask {
             headers: &headers,
         };
         match state.shaper.write(&mut state.chunk, &record, state.now) {
-            Ok(Shaped::Written) => {}
+            // An `otlp_json` request without log records: like a dropped
+            // record, its offset advances with the chunk's answer.
+            Ok(Shaped::Written | Shaped::Empty) => {}
             // Its offset is in the tracker's open span: it advances with the
             // chunk's acknowledgement (a chunk left empty is answered by the
             // batcher at once, without a request).

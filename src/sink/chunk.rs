@@ -51,6 +51,9 @@ pub struct ChunkOutcome {
 #[derive(Debug, Clone)]
 struct DocEntry {
     offset: i64,
+    /// Its place among the documents of its record, when the record makes
+    /// several (`format = "otlp_json"`).
+    part: Option<u32>,
     /// Its two lines in the body.
     lines: Range<u32>,
     key: Option<Range<u32>>,
@@ -173,17 +176,40 @@ impl ChunkBuilder {
     /// Records the document whose lines were written since `mark`, with the
     /// raw record.
     pub fn commit_document(&mut self, mark: usize, record: RawRecord<'_>) {
-        let mut keep = |bytes: Option<&[u8]>| {
-            bytes.map(|b| {
-                let start = self.raw.len() as u32;
-                self.raw.extend_from_slice(b);
-                start..self.raw.len() as u32
-            })
+        self.commit(mark, record, None);
+    }
+
+    /// Records the `part`th document of a record that makes several: the
+    /// raw record is kept once, with its first part (`part` 0), and shared
+    /// by the others, which must follow it.
+    pub fn commit_part(&mut self, mark: usize, record: RawRecord<'_>, part: u32) {
+        self.commit(mark, record, Some(part));
+    }
+
+    fn commit(&mut self, mark: usize, record: RawRecord<'_>, part: Option<u32>) {
+        let shared = match (part, self.docs.last()) {
+            (Some(p), Some(previous)) if p > 0 && previous.offset == record.offset => {
+                Some((previous.key.clone(), previous.value.clone()))
+            }
+            _ => None,
         };
-        let key = keep(record.key);
-        let value = keep(record.value);
+        let (key, value) = match shared {
+            Some(ranges) => ranges,
+            None => {
+                let mut keep = |bytes: Option<&[u8]>| {
+                    bytes.map(|b| {
+                        let start = self.raw.len() as u32;
+                        self.raw.extend_from_slice(b);
+                        start..self.raw.len() as u32
+                    })
+                };
+                let key = keep(record.key);
+                (key, keep(record.value))
+            }
+        };
         self.docs.push(DocEntry {
             offset: record.offset,
+            part,
             lines: mark as u32..self.body.len() as u32,
             key,
             value,
@@ -358,6 +384,12 @@ impl Chunk {
         self.docs[position].offset
     }
 
+    /// The place of the document at `position` among its record's
+    /// documents, when its record makes several.
+    pub fn part(&self, position: usize) -> Option<u32> {
+        self.docs[position].part
+    }
+
     /// The record at `position` as read from Kafka.
     pub fn raw(&self, position: usize) -> RawRecord<'_> {
         let doc = &self.docs[position];
@@ -480,6 +512,28 @@ mod tests {
         request.push(chunk);
         assert_eq!(request.documents(), 1);
         assert_eq!(request.all_documents().len(), 1);
+    }
+
+    #[test]
+    fn parts_of_a_record_share_its_raw_copy_and_carry_their_ids() {
+        let mut b = ChunkBuilder::new(TopicPartition::new("t", 3), 4, 1024);
+        for (offset, part) in [(7, 0), (7, 1), (8, 0)] {
+            let mark = b.mark();
+            b.body_mut().extend_from_slice(b"{}\n{}\n");
+            b.commit_part(mark, record(offset, b"request"), part);
+        }
+        assert_eq!(b.raw.len(), 2 * "request".len(), "one copy per record");
+        let (chunk, _receive) = sealed(b);
+        assert_eq!(chunk.raw(1).value, Some(&b"request"[..]));
+        assert_eq!((chunk.offset(1), chunk.part(1)), (7, Some(1)));
+        let mut request = crate::sink::request::Request::new();
+        request.push(chunk);
+        let doc = |d| crate::sink::request::DocRef { chunk: 0, doc: d };
+        assert!(request.has_id(doc(1), "t-3-7-1"));
+        assert!(!request.has_id(doc(1), "t-3-7"));
+        assert!(!request.has_id(doc(1), "t-3-7-0"));
+        assert!(!request.has_id(doc(1), "t-3-71"));
+        assert!(request.has_id(doc(2), "t-3-8-0"));
     }
 
     #[tokio::test]

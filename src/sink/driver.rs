@@ -213,6 +213,31 @@ fn abandon(request: &mut Request, pending: &mut Vec<(DocRef, History)>) {
     }
 }
 
+/// One dead letter per record: the rejected documents of a record that
+/// makes several (`format = "otlp_json"`) are one letter (the record), whose
+/// reason names each rejected log record (`log record 2: ...`). Replaying it
+/// writes every document of the record again, under the same `_id`s.
+fn letter_reasons(chunk: &Chunk, rejected: &[(u32, RejectReason)]) -> Vec<(u32, String)> {
+    let mut letters: Vec<(u32, String)> = Vec::with_capacity(rejected.len());
+    for (doc, reason) in rejected {
+        let Some(part) = chunk.part(*doc as usize) else {
+            letters.push((*doc, reason.to_string()));
+            continue;
+        };
+        let offset = chunk.offset(*doc as usize);
+        let same_record = letters.iter_mut().find(|(d, _)| {
+            chunk.offset(*d as usize) == offset && chunk.part(*d as usize).is_some()
+        });
+        match same_record {
+            Some((_, reasons)) => {
+                reasons.push_str(&format!("; log record {part}: {reason}"));
+            }
+            None => letters.push((*doc, format!("log record {part}: {reason}"))),
+        }
+    }
+    letters
+}
+
 /// Answers every chunk whose documents are all settled; a chunk with
 /// rejected documents goes to a future of its own in `letters`, which
 /// dead-letters them first.
@@ -254,11 +279,10 @@ async fn dead_letter_then_answer(
     let Some(mut answer) = chunk.take_answer() else {
         return;
     };
-    let reasons: Vec<String> = rejected.iter().map(|(_, r)| r.to_string()).collect();
-    let letters: Vec<DeadLetter<'_>> = rejected
+    let reasons = letter_reasons(&chunk, &rejected);
+    let letters: Vec<DeadLetter<'_>> = reasons
         .iter()
-        .zip(&reasons)
-        .map(|((doc, _), reason)| DeadLetter {
+        .map(|(doc, reason)| DeadLetter {
             partition: chunk.partition(),
             record: chunk.raw(*doc as usize),
             reason,
@@ -282,4 +306,49 @@ async fn dead_letter_then_answer(
     }
     outcome.dead_lettered = letters.len();
     answer.send(outcome);
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::metrics::gauge::Gauge;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::memory::MemoryBudget;
+    use crate::sink::chunk::{ChunkBuilder, ChunkId, RawRecord};
+    use crate::topic::TopicPartition;
+
+    #[test]
+    fn refused_parts_of_a_record_are_one_letter_naming_each() {
+        let mut b = ChunkBuilder::new(TopicPartition::new("t", 0), 8, 1024);
+        let raw = |offset| RawRecord {
+            offset,
+            key: None,
+            value: Some(b"v"),
+            timestamp_ms: None,
+        };
+        for (offset, part) in [(4, Some(0)), (4, Some(1)), (4, Some(2)), (5, None)] {
+            let mark = b.mark();
+            b.body_mut().extend_from_slice(b"{}\n{}\n");
+            match part {
+                Some(part) => b.commit_part(mark, raw(offset), part),
+                None => b.commit_document(mark, raw(offset)),
+            }
+        }
+        let budget = MemoryBudget::new(1 << 20, Gauge::default(), &Gauge::default());
+        let (answer, _receive) = oneshot::channel();
+        let chunk = b.seal(ChunkId::new(0), budget.empty(), answer, false);
+        let refused = |r: &str| RejectReason::Refused(r.into());
+        let letters = letter_reasons(
+            &chunk,
+            &[(0, refused("a")), (2, refused("b")), (3, refused("c"))],
+        );
+        assert_eq!(
+            letters,
+            [
+                (0, "log record 0: a; log record 2: b".to_string()),
+                (3, "c".to_string())
+            ]
+        );
+    }
 }

@@ -109,6 +109,20 @@ impl EntryEncoder {
         timestamp: DateTime<Utc>,
         index: Option<&str>,
     ) {
+        self.write_part_action(out, offset, None, timestamp, index);
+    }
+
+    /// [`EntryEncoder::write_action`] for the `part`th document of a record
+    /// that has several (`format = "otlp_json"`): its `_id` ends in
+    /// `-<part>`.
+    pub fn write_part_action(
+        &mut self,
+        out: &mut Vec<u8>,
+        offset: i64,
+        part: Option<u32>,
+        timestamp: DateTime<Utc>,
+        index: Option<&str>,
+    ) {
         out.extend_from_slice(self.action_open);
         match (index, &self.fixed_index) {
             (Some(index), _) => {
@@ -133,6 +147,10 @@ impl EntryEncoder {
         }
         out.extend_from_slice(&self.id_prefix);
         out.extend_from_slice(itoa::Buffer::new().format(offset).as_bytes());
+        if let Some(part) = part {
+            out.push(b'-');
+            out.extend_from_slice(itoa::Buffer::new().format(part).as_bytes());
+        }
         out.extend_from_slice(&self.action_close);
     }
 

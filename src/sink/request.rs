@@ -139,7 +139,8 @@ impl Request {
         };
         let tp = chunk.partition();
         let offset = chunk.offset(d.doc as usize);
-        // `<topic>-<partition>-<offset>`, compared without formatting it.
+        // `<topic>-<partition>-<offset>[-<part>]`, compared without
+        // formatting it.
         let mut rest = id;
         for part in [tp.topic.as_ref(), itoa::Buffer::new().format(tp.partition)] {
             match rest.strip_prefix(part).and_then(|r| r.strip_prefix('-')) {
@@ -147,6 +148,12 @@ impl Request {
                 None => return false,
             }
         }
-        rest == itoa::Buffer::new().format(offset)
+        match chunk.part(d.doc as usize) {
+            None => rest == itoa::Buffer::new().format(offset),
+            Some(part) => rest
+                .strip_prefix(itoa::Buffer::new().format(offset))
+                .and_then(|r| r.strip_prefix('-'))
+                .is_some_and(|r| r == itoa::Buffer::new().format(part)),
+        }
     }
 }

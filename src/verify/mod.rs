@@ -789,6 +789,19 @@ mod tests {
     }
 
     #[test]
+    fn a_record_of_several_documents_counts_once() {
+        // `otlp_json`: offset 1 made three documents, written twice each
+        // (sorted by offset, they come together); the record counts once,
+        // indexed and redelivered.
+        let docs = [(0, 1), (1, 2), (1, 2), (1, 2), (2, 1)];
+        let p = tracked(0, 0, 3, &[], &docs);
+        assert_eq!(p.indexed, 3);
+        assert_eq!(p.missing.count, 0);
+        assert_eq!(p.redelivered.ranges, [[1, 1]]);
+        assert_eq!(p.redelivered_writes, 1);
+    }
+
+    #[test]
     fn documents_outside_the_range() {
         // Below the low watermark: gone from Kafka; at or past the end and
         // repeated: ignored; a letter of an indexed offset: indexed.
