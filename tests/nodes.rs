@@ -3,7 +3,8 @@
 //! One node refuses connections for 20 s under steady load: the other
 //! carries the load, the refusing node is out of rotation
 //! (`logingest_es_node_up` 0, `/status` down), comes back within its probe
-//! interval, and the delivery is exact.
+//! interval, and the delivery is exact. Sniffing (`elasticsearch.sniff`):
+//! the second node is learnt from `_nodes/http`, the first dropped.
 //!
 //! `LOGINGEST_FULL=1` is not needed: the 20 s outage is the CI
 //! count (it costs 20 s of wall time, little CPU).

@@ -284,7 +284,7 @@ impl Sniffer {
             info!(
                 ?added,
                 ?removed,
-                nodes = current.len() + added.len() - removed.len(),
+                nodes = self.pool.nodes().len(),
                 "elasticsearch nodes sniffed"
             );
         }
