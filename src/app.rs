@@ -83,6 +83,14 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
             .run_prober(prober_cancel.clone())
             .in_current_span(),
     );
+    // Sniffing (`elasticsearch.sniff`) lives as long as the prober.
+    let sniffer = sink::sniff::Sniffer::new(
+        nodes.clone(),
+        &config.elasticsearch,
+        metrics.es_node_up.clone(),
+        metrics.es_sniff_failures.clone(),
+    )
+    .map(|sniffer| tokio::spawn(sniffer.run(prober_cancel.clone()).in_current_span()));
     let (sink, sink_task) = Sink::start(SinkParts {
         nodes: nodes.clone(),
         elasticsearch: config.elasticsearch.clone(),
@@ -203,6 +211,9 @@ async fn run_instance(config: Config, instance: &str) -> anyhow::Result<()> {
     }
     prober_cancel.cancel();
     let _ = prober.await;
+    if let Some(sniffer) = sniffer {
+        let _ = sniffer.await;
+    }
     // No more commits on acknowledgement: the final one below covers them.
     committer.stop();
     // Everything acknowledged was stored; commit it before leaving the group.

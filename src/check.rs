@@ -155,7 +155,8 @@ pub async fn check_elasticsearch(config: &ElasticsearchConfig) -> Vec<EndpointCh
             }]
         }
     };
-    let checks = pool.nodes().iter().map(|node| async move {
+    let nodes = pool.nodes();
+    let checks = nodes.iter().map(|node| async move {
         let outcome = with_timeout(async {
             let response = node.client().info().send().await.map_err(|e| chain(&e))?;
             let status = response.status_code();

@@ -229,6 +229,9 @@ pub struct Metrics {
     /// 1 while an Elasticsearch node takes requests, 0 while it is out of
     /// rotation (failed connections or 502/503/504), per node.
     pub es_node_up: Family<NodeLabel, Gauge>,
+    /// Sniffs (`GET _nodes/http`, `elasticsearch.sniff`) that failed or
+    /// named no node: the pool was kept as it was.
+    pub es_sniff_failures: Counter,
     /// From a record's Kafka timestamp to its acknowledgement by
     /// Elasticsearch, per topic: one observation per acknowledged chunk,
     /// for its oldest record (the chunk's worst; per-record observations
@@ -319,6 +322,7 @@ impl Metrics {
             bulk_documents: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
             bulk_concurrency_limit: Gauge::default(),
             es_node_up: Family::default(),
+            es_sniff_failures: Counter::default(),
             document_latency: Family::new_with_constructor(document_latency_histogram),
             buffered_bytes: Gauge::default(),
             memory_budget_bytes: Gauge::default(),
@@ -377,6 +381,7 @@ impl Metrics {
             "bulk_documents" => bulk_documents, "Documents per bulk request";
             "bulk_concurrency_limit" => bulk_concurrency_limit, "Adaptive limit of bulk requests in flight";
             "es_node_up" => es_node_up, "1 while an Elasticsearch node takes requests, 0 while it is out of rotation";
+            "es_sniff_failures" => es_sniff_failures, "Sniffs of the Elasticsearch nodes that failed or named no node (the nodes were kept)";
             "document_latency_seconds" => document_latency, "From a record's Kafka timestamp to its acknowledgement by Elasticsearch (per chunk, its oldest record)";
             "buffered_bytes" => buffered_bytes, "Bytes held for documents read from Kafka and not yet acknowledged";
             "memory_budget_bytes" => memory_budget_bytes, "The process-wide budget of buffered bytes";

@@ -3,7 +3,8 @@
 //! One node refuses connections for 20 s under steady load: the other
 //! carries the load, the refusing node is out of rotation
 //! (`logingest_es_node_up` 0, `/status` down), comes back within its probe
-//! interval, and the delivery is exact.
+//! interval, and the delivery is exact. Sniffing (`elasticsearch.sniff`):
+//! the second node is learnt from `_nodes/http`, the first dropped.
 //!
 //! `LOGINGEST_FULL=1` is not needed: the 20 s outage is the CI
 //! count (it costs 20 s of wall time, little CPU).
@@ -179,4 +180,89 @@ async fn a_node_refusing_connections_is_taken_out_and_probed_back_in_under_load(
         .await
         .unwrap_or(0.0);
     eprintln!("bulk requests failed (then retried on node b): {requests_failed}");
+}
+
+/// `host:port` of a proxy, as a node publishes its HTTP address.
+fn publish_address(proxy: &FaultProxy) -> String {
+    proxy.url().trim_start_matches("http://").to_string()
+}
+
+/// Sniffing (`elasticsearch.sniff`): configured with node a only, the
+/// daemon learns node b from `GET _nodes/http`, sends `_bulk` requests to
+/// it, and drops node a (and its series) once the cluster stops listing it.
+/// osmem-server is one node and publishes its own address: the two
+/// proxies' `Fault::NodesHttp` answer `_nodes/http` for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sniffing_adds_published_nodes_and_removes_vanished_ones() {
+    let stack = Stack::start();
+    let a = FaultProxy::start(&stack.es_url).await;
+    let b = FaultProxy::start(&stack.es_url).await;
+    let both = vec![publish_address(&a), publish_address(&b)];
+    a.set(Fault::NodesHttp(both.clone()));
+    b.set(Fault::NodesHttp(both));
+    let topic = unique("sniff");
+    stack.create_topic(&topic, 2);
+    stack.put(&format!("{PREFIX}{topic}"), "");
+    let options = Options {
+        elasticsearch: "sniff = true\nsniff_interval = \"1s\"".into(),
+        env: vec![("LOGINGEST_ES_URL", a.url())],
+        ..Options::default()
+    };
+    let daemon = Logingest::start(&stack, &options);
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = stack.produce_steadily(&topic, 2, RATE, stop.clone());
+
+    daemon
+        .wait_metric(&node_up(&b), 1.0, Duration::from_secs(30))
+        .await;
+    assert_eq!(daemon.metric(&node_up(&a)).await, Some(1.0));
+    wait_until(
+        "sniffed node b takes bulk requests",
+        GROUP_DEADLINE,
+        || async { b.bulk_forwarded() > 0 },
+    )
+    .await;
+    assert_eq!(status_of(&daemon, &b).await["up"], true);
+
+    // The cluster no longer lists node a: it leaves the pool and /metrics.
+    let only_b = vec![publish_address(&b)];
+    a.set(Fault::NodesHttp(only_b.clone()));
+    b.set(Fault::NodesHttp(only_b));
+    wait_until("node a removed", Duration::from_secs(30), || async {
+        let text = daemon.metrics().await.unwrap_or_default();
+        text.contains(&node_up(&b)) && !text.contains(&node_up(&a))
+    })
+    .await;
+    // Requests in flight to a when it was removed may still finish on it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (a_before, b_before) = (a.bulk_forwarded(), b.bulk_forwarded());
+    wait_until(
+        "node b takes more bulk requests",
+        Duration::from_secs(30),
+        || async { b.bulk_forwarded() > b_before + 2 },
+    )
+    .await;
+    assert_eq!(a.bulk_forwarded(), a_before, "removed node a got requests");
+    eprintln!(
+        "bulk requests: node a {}, node b {}; sniff failures {:?}",
+        a.bulk_forwarded(),
+        b.bulk_forwarded(),
+        daemon.metric("logingest_es_sniff_failures_total").await
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    let ids = producer.await.expect("producer");
+    wait_until("everything indexed", Duration::from_secs(60), || async {
+        stack.count(&topic).await == Some(ids.len() as u64)
+    })
+    .await;
+    let delivery = stack.assert_exactly(&topic, &ids).await;
+    eprintln!(
+        "delivered {} lines, {} redelivered",
+        delivery.expected, delivery.redelivered
+    );
+    assert_eq!(
+        daemon.metric("logingest_es_sniff_failures_total").await,
+        Some(0.0)
+    );
 }

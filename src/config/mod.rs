@@ -533,6 +533,13 @@ pub struct ElasticsearchConfig {
     /// Longest time a node stays out before it is probed again.
     #[serde(with = "humantime_serde")]
     pub node_max_backoff: Duration,
+    /// Ask the cluster for its nodes (`GET _nodes/http`) at start and
+    /// every `sniff_interval`, and send to the nodes it publishes: only
+    /// for clusters whose published HTTP addresses logingest can reach.
+    pub sniff: bool,
+    /// How often the nodes are sniffed (with `sniff = true`).
+    #[serde(with = "humantime_serde")]
+    pub sniff_interval: Duration,
     /// PEM CA certificate(s) that sign the cluster's certificate (https
     /// URL; hostname verified); without it, the system's trusted CAs.
     pub ca_file: Option<PathBuf>,
@@ -594,6 +601,8 @@ impl Default for ElasticsearchConfig {
             url: vec!["http://127.0.0.1:9200".into()],
             node_initial_backoff: Duration::from_secs(1),
             node_max_backoff: Duration::from_secs(30),
+            sniff: false,
+            sniff_interval: Duration::from_secs(300),
             ca_file: None,
             username: None,
             password: None,

@@ -458,10 +458,28 @@ fn bad_elasticsearch_node_lists_are_refused_with_the_key() {
             "url = \"http://a:9200\"\nnode_initial_backoff = \"1m\"\nnode_max_backoff = \"10s\"",
             "node_initial_backoff",
         ),
+        (
+            "url = \"http://a:9200\"\nsniff = true\nsniff_interval = \"100ms\"",
+            "sniff_interval",
+        ),
     ] {
         let err = load_text(&format!("[elasticsearch]\n{text}\n"), &[])
             .unwrap_err()
             .to_string();
         assert!(err.contains(expected), "{text}: {err}");
     }
+}
+
+#[test]
+fn sniffing_is_off_by_default_and_takes_an_interval() {
+    let c = load_text("", &[]).unwrap();
+    assert!(!c.elasticsearch.sniff);
+    assert_eq!(c.elasticsearch.sniff_interval, Duration::from_secs(300));
+    let c = load_text(
+        "[elasticsearch]\nsniff = true\nsniff_interval = \"30s\"\n",
+        &[],
+    )
+    .unwrap();
+    assert!(c.elasticsearch.sniff);
+    assert_eq!(c.elasticsearch.sniff_interval, Duration::from_secs(30));
 }

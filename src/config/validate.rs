@@ -79,6 +79,12 @@ impl Config {
                 es.node_initial_backoff, es.node_max_backoff
             )));
         }
+        if es.sniff && es.sniff_interval < std::time::Duration::from_secs(1) {
+            return Err(ConfigError::Invalid(format!(
+                "elasticsearch.sniff_interval ({:?}) must be at least 1s",
+                es.sniff_interval
+            )));
+        }
         Ok(())
     }
 

@@ -56,20 +56,7 @@ pub fn pool(
             url: text.clone(),
             reason: e.to_string(),
         })?;
-        let client = Elasticsearch::new(transport(
-            config,
-            SingleNodeConnectionPool::new(url.clone()),
-        )?);
-        let gauge = up
-            .get_or_create(&NodeLabel {
-                node: node_label(&url),
-            })
-            .clone();
-        nodes.push(NodeSpec {
-            url,
-            client,
-            up: gauge,
-        });
+        nodes.push(node(config, url, up)?);
     }
     if nodes.is_empty() {
         return Err(ClientError::Url {
@@ -82,6 +69,30 @@ pub fn pool(
         config.node_initial_backoff,
         config.node_max_backoff,
     ))
+}
+
+/// One node of the pool: a client sending to `url` only, with the TLS
+/// trust, credentials and timeout of the configuration, and its
+/// `logingest_es_node_up` series in `up`.
+pub fn node(
+    config: &ElasticsearchConfig,
+    url: Url,
+    up: &Family<NodeLabel, Gauge>,
+) -> Result<NodeSpec, ClientError> {
+    let client = Elasticsearch::new(transport(
+        config,
+        SingleNodeConnectionPool::new(url.clone()),
+    )?);
+    let gauge = up
+        .get_or_create(&NodeLabel {
+            node: node_label(&url),
+        })
+        .clone();
+    Ok(NodeSpec {
+        url,
+        client,
+        up: gauge,
+    })
 }
 
 /// One client over `pool`: each request goes to the pool's next healthy

@@ -31,6 +31,7 @@ pub mod reply;
 pub mod request;
 pub mod retry;
 pub mod service;
+pub mod sniff;
 pub mod template;
 
 use std::sync::Arc;

@@ -11,13 +11,15 @@
 //! is retried by the sink's own retry loop, never refused here.
 //!
 //! [`NodeHealth`] is the pure state machine of one node; [`NodePool`] holds
-//! the nodes with their clients and gauges; [`NodePool::connections`] is the
+//! the nodes with their clients and gauges, as a snapshot that sniffing
+//! (`super::sniff`) replaces at run time: a request holds the `Arc<Node>`
+//! it was given, so a node removed under it finishes undisturbed; [`NodePool::connections`] is the
 //! same pool as the `elasticsearch` crate's `ConnectionPool`, for the
 //! clients (templates, dead-letter index, CLIs) that do not report outcomes.
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use elasticsearch::http::headers::HeaderMap;
@@ -218,13 +220,17 @@ pub struct NodePool {
 }
 
 struct PoolInner {
-    nodes: Vec<Arc<Node>>,
+    /// The current nodes: replaced whole (copy on write) when sniffing
+    /// changes them, so that readers only clone an `Arc` under the lock.
+    nodes: RwLock<Arc<Vec<Arc<Node>>>>,
     cursor: AtomicUsize,
+    initial_backoff: Duration,
+    max_backoff: Duration,
 }
 
 impl fmt::Debug for NodePool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(&self.inner.nodes).finish()
+        f.debug_list().entries(self.nodes().iter()).finish()
     }
 }
 
@@ -243,29 +249,57 @@ impl NodePool {
     pub fn new(nodes: Vec<NodeSpec>, initial_backoff: Duration, max_backoff: Duration) -> Self {
         let nodes = nodes
             .into_iter()
-            .map(|spec| {
-                spec.up.set(1);
-                Arc::new(Node {
-                    label: node_label(&spec.url),
-                    connection: Connection::new(spec.url),
-                    client: spec.client,
-                    health: Mutex::new(NodeHealth::new(initial_backoff, max_backoff)),
-                    up: spec.up,
-                })
-            })
+            .map(|spec| new_node(spec, initial_backoff, max_backoff))
             .collect();
         Self {
             inner: Arc::new(PoolInner {
-                nodes,
+                nodes: RwLock::new(Arc::new(nodes)),
                 cursor: AtomicUsize::new(0),
+                initial_backoff,
+                max_backoff,
             }),
         }
+    }
+
+    /// Adds the nodes of `add` (up) and removes the nodes labelled in
+    /// `remove`, unless that would leave the pool empty (then nothing is
+    /// removed). Requests in flight on a removed node finish on it.
+    /// Returns the labels removed.
+    pub fn update(&self, add: Vec<NodeSpec>, remove: &[String]) -> Vec<String> {
+        let mut guard = self.inner.nodes.write().unwrap_or_else(|e| e.into_inner());
+        let mut nodes: Vec<Arc<Node>> = guard.as_ref().clone();
+        let mut removed = Vec::new();
+        let kept = nodes
+            .iter()
+            .filter(|node| !remove.contains(&node.label))
+            .count();
+        if kept > 0 || !add.is_empty() {
+            nodes.retain(|node| {
+                let keep = !remove.contains(&node.label);
+                if !keep {
+                    removed.push(node.label.clone());
+                }
+                keep
+            });
+        }
+        for spec in add {
+            if nodes.iter().any(|node| node.label == node_label(&spec.url)) {
+                continue;
+            }
+            nodes.push(new_node(
+                spec,
+                self.inner.initial_backoff,
+                self.inner.max_backoff,
+            ));
+        }
+        *guard = Arc::new(nodes);
+        removed
     }
 
     /// The node for the next request: the next up node round robin; when
     /// none is up, the one due back first.
     pub fn pick(&self) -> Arc<Node> {
-        let nodes = &self.inner.nodes;
+        let nodes = self.nodes();
         let turn = self.inner.cursor.fetch_add(1, Ordering::Relaxed);
         // The turn counts over the up nodes only, so that the requests of a
         // node that is out spread evenly over the others (skipping to the
@@ -273,7 +307,7 @@ impl NodePool {
         // state between the two passes only costs this request its
         // evenness.
         let up = nodes.iter().filter(|node| node.health().is_up()).count();
-        (up > 0)
+        let picked = (up > 0)
             .then(|| {
                 nodes
                     .iter()
@@ -283,7 +317,8 @@ impl NodePool {
             .flatten()
             .or_else(|| nodes.iter().min_by_key(|node| node.health().down_until()))
             .cloned()
-            .unwrap_or_else(|| unreachable!("a node pool is never empty"))
+            .unwrap_or_else(|| unreachable!("a node pool is never empty"));
+        picked
     }
 
     /// Records what a request to `node` showed.
@@ -307,11 +342,10 @@ impl NodePool {
         }
     }
 
-    /// Each node's health, in configuration order.
+    /// Each node's health, in configuration order (then the sniffed nodes).
     pub fn report(&self) -> Vec<NodeReport> {
         let now = Instant::now();
-        self.inner
-            .nodes
+        self.nodes()
             .iter()
             .map(|node| {
                 let health = node.health();
@@ -333,7 +367,8 @@ impl NodePool {
     /// outcomes, so that a pool used without a prober starts with the
     /// nodes that answer.
     pub async fn probe_all(&self) {
-        let probes = self.inner.nodes.iter().map(|node| async move {
+        let nodes = self.nodes();
+        let probes = nodes.iter().map(|node| async move {
             let outcome = probe(node).await;
             self.record(node, outcome);
         });
@@ -342,17 +377,19 @@ impl NodePool {
 
     /// Probes down nodes whose backoff has passed, until `cancel`.
     pub async fn run_prober(self, cancel: CancellationToken) {
-        if self.inner.nodes.len() < 2 {
-            // One node: every request is its probe (it is always picked).
-            return;
-        }
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(PROBE_TICK) => {}
             }
+            let nodes = self.nodes();
+            if nodes.len() < 2 {
+                // One node: every request is its probe (it is always
+                // picked). Sniffing may add nodes later.
+                continue;
+            }
             let now = Instant::now();
-            for node in &self.inner.nodes {
+            for node in nodes.iter() {
                 if !node.health().claim_probe(now) {
                     continue;
                 }
@@ -366,15 +403,31 @@ impl NodePool {
         }
     }
 
-    /// The nodes, in configuration order.
-    pub fn nodes(&self) -> &[Arc<Node>] {
-        &self.inner.nodes
+    /// The current nodes, in configuration order (then the sniffed ones).
+    pub fn nodes(&self) -> Arc<Vec<Arc<Node>>> {
+        self.inner
+            .nodes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The pool as the `elasticsearch` crate's connection pool.
     pub fn connections(&self) -> PoolConnections {
         PoolConnections { pool: self.clone() }
     }
+}
+
+/// A node of the pool, up, from its spec.
+fn new_node(spec: NodeSpec, initial_backoff: Duration, max_backoff: Duration) -> Arc<Node> {
+    spec.up.set(1);
+    Arc::new(Node {
+        label: node_label(&spec.url),
+        connection: Connection::new(spec.url),
+        client: spec.client,
+        health: Mutex::new(NodeHealth::new(initial_backoff, max_backoff)),
+        up: spec.up,
+    })
 }
 
 /// `GET /` on one node.
@@ -450,7 +503,7 @@ mod tests {
             picks(&pool, 3),
             ["http://es0:9200", "http://es1:9200", "http://es2:9200"]
         );
-        let es1 = pool.inner.nodes[1].clone();
+        let es1 = pool.nodes()[1].clone();
         pool.record(&es1, NodeOutcome::Unreachable);
         assert_eq!(es1.up.get(), 0);
         let after = picks(&pool, 6);
@@ -540,12 +593,11 @@ mod tests {
     #[test]
     fn with_every_node_down_the_one_due_back_first_is_tried() {
         let pool = pool(3);
-        for node in &pool.inner.nodes {
+        for node in pool.nodes().iter() {
             pool.record(node, NodeOutcome::Unreachable);
         }
         let first = pool
-            .inner
-            .nodes
+            .nodes()
             .iter()
             .min_by_key(|n| n.health().down_until())
             .unwrap()

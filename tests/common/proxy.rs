@@ -85,6 +85,12 @@ pub enum Fault {
     /// error body, without forwarding (an index the credentials cannot
     /// write, a failing shard); other requests are forwarded.
     IndexStatus(String, u16),
+    /// `GET /_nodes/http` is answered, without forwarding, as Elasticsearch
+    /// would for a cluster whose nodes publish these HTTP addresses
+    /// (`host:port`); other requests are forwarded. osmem-server answers
+    /// `_nodes/http` with its own address only: this makes proxies in front
+    /// of it stand for a cluster of several nodes.
+    NodesHttp(Vec<String>),
 }
 
 impl Fault {
@@ -326,6 +332,29 @@ async fn handle(
     let is_bulk = path.rsplit('/').next() == Some("_bulk");
     match fault {
         Fault::Status(code) => Ok(status_response(code)),
+        Fault::NodesHttp(addresses) if path == "/_nodes/http" => {
+            let nodes: serde_json::Map<String, Value> = addresses
+                .iter()
+                .enumerate()
+                .map(|(i, address)| {
+                    let node = json!({
+                        "name": format!("node-{i}"),
+                        "roles": ["data", "ingest", "master"],
+                        "http": {"bound_address": [address], "publish_address": address},
+                    });
+                    (format!("node-id-{i}"), node)
+                })
+                .collect();
+            let total = addresses.len();
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({
+                    "_nodes": {"total": total, "successful": total, "failed": 0},
+                    "cluster_name": "proxied",
+                    "nodes": nodes,
+                }),
+            ))
+        }
         Fault::BulkItems429 if is_bulk => Ok(bulk_items_429(&path, &body)),
         Fault::BulkReply200(reply) if is_bulk => {
             let mut response = Response::new(Full::new(Bytes::from(reply)));
