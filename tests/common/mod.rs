@@ -49,8 +49,24 @@ pub fn stack_bin(name: &str, env: &str) -> PathBuf {
     path
 }
 
-/// A port free at the time of asking.
+/// A port free at the time of asking, picked at random *below* the
+/// kernel's ephemeral range: a port from that range (what binding port 0
+/// gives) can be taken by any outgoing connection before the server that
+/// was meant to get it binds it (etcd once failed with "address already in
+/// use" that way); below it only another test's pick can collide.
 pub fn free_port() -> u16 {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if ephemeral_low > 12_000 {
+        for _ in 0..200 {
+            let port = rand::random_range(10_000..ephemeral_low);
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
