@@ -643,15 +643,21 @@ impl PartitionTask {
             warn!(partition = %state.tp, offset, "offset at or before one already read; skipped");
             return Step::Written;
         }
-        // Collected only for a topic that indexes them.
-        let headers: Vec<Header<'_>> = match (state.shaper.settings().headers, message.headers()) {
-            (HeadersMode::Field, Some(headers)) => headers
-                .iter()
-                .map(|h| Header {
-                    key: h.key,
-                    value: h.value,
+        // Collected only for a topic that indexes them: asking librdkafka
+        // for a record's headers parses them, a cost per record.
+        let headers: Vec<Header<'_>> = match state.shaper.settings().headers {
+            HeadersMode::Field => message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|h| Header {
+                            key: h.key,
+                            value: h.value,
+                        })
+                        .collect()
                 })
-                .collect(),
+                .unwrap_or_default(),
             _ => Vec::new(),
         };
         let record = Record {
