@@ -411,16 +411,10 @@ impl Metrics {
         m
     }
 
-    /// Counts a partition task start of `topic`, and exports every
-    /// per-topic counter of the topic from then on (at 0 until it first
-    /// counts): Prometheus' `increase()` sees a counter's first increment
-    /// only after a sample before it, and dashboards and rules find every
-    /// family in `/metrics` (prometheus-client prints nothing, not even
-    /// `# TYPE`, for a family without series).
-    pub fn partition_task_started(&self, topic: &str) {
-        let label = TopicLabel::of(topic);
-        self.partition_task_starts.get_or_create(&label).inc();
-        for family in [
+    /// The per-topic counter families a task start exports at 0 and a
+    /// removed topic loses: one list, so that the two stay in step.
+    fn topic_counters(&self) -> [&Family<TopicLabel, Counter>; 11] {
+        [
             &self.documents_read,
             &self.bytes_read,
             &self.documents_indexed,
@@ -432,7 +426,19 @@ impl Metrics {
             &self.documents_dropped,
             &self.transform_failures,
             &self.partition_task_restarts,
-        ] {
+        ]
+    }
+
+    /// Counts a partition task start of `topic`, and exports every
+    /// per-topic counter of the topic from then on (at 0 until it first
+    /// counts): Prometheus' `increase()` sees a counter's first increment
+    /// only after a sample before it, and dashboards and rules find every
+    /// family in `/metrics` (prometheus-client prints nothing, not even
+    /// `# TYPE`, for a family without series).
+    pub fn partition_task_started(&self, topic: &str) {
+        let label = TopicLabel::of(topic);
+        self.partition_task_starts.get_or_create(&label).inc();
+        for family in self.topic_counters() {
             drop(family.get_or_create(&label));
         }
         drop(self.topic_throttled_seconds.get_or_create(&label));
@@ -446,20 +452,8 @@ impl Metrics {
     /// it was. A topic registered again starts its series at 0.
     pub fn forget_topic(&self, topic: &str, partitions: impl IntoIterator<Item = i32>) {
         let label = TopicLabel::of(topic);
-        for family in [
-            &self.documents_read,
-            &self.bytes_read,
-            &self.documents_indexed,
-            &self.documents_failed,
-            &self.documents_dead_lettered,
-            &self.dead_letters_refused,
-            &self.documents_retried,
-            &self.documents_retry_expired,
-            &self.documents_dropped,
-            &self.transform_failures,
-            &self.partition_task_starts,
-            &self.partition_task_restarts,
-        ] {
+        self.partition_task_starts.remove(&label);
+        for family in self.topic_counters() {
             family.remove(&label);
         }
         self.topic_throttled_seconds.remove(&label);
